@@ -1,0 +1,11 @@
+"""Serve entry point: ``serve run serve_app:app`` (or ``make run``).
+
+Importing this module prepares the backends (embedded Postgres and Redis when
+DATABASE_URL / REDIS_URL are unset, migrations applied) and binds the ingress.
+"""
+
+from troupe.config import get_settings
+from troupe.infra.bootstrap import prepare
+from troupe.platform.ingress import build
+
+app = build(prepare(), replicas=get_settings().serve_replicas)

@@ -1,0 +1,101 @@
+"""Ready users of every role with tokens, and envelope helpers."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+_counter = itertools.count()
+PASSWORD = "Str0ng!Passw0rd"
+
+
+@dataclass
+class TestUser:
+    __test__ = False  # not a test class
+
+    id: str
+    email: str
+    username: str
+    role: str
+    password: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def create_user(role: str = "user", *, password: str = PASSWORD, verified: bool = True) -> TestUser:
+    """Insert a user straight into the database and mint a token the way login does."""
+    from troupe.db import models
+    from troupe.db.session import session_scope
+    from troupe.security import access_claims, create_access_token, hash_password
+
+    n = next(_counter)
+    tag = uuid.uuid4().hex[:8]
+    email, username = f"{role}{n}-{tag}@example.com", f"{role}{n}_{tag}"
+    async with session_scope() as session:
+        user = models.User(email=email, username=username, password_hash=await hash_password(password),
+                           first_name=role.title(), last_name=f"Tester{n}", role=role, status="active",
+                           email_verified=verified, profile={}, preferences={})
+        session.add(user)
+        await session.flush()
+        user_id = str(user.id)
+    token, _ = create_access_token(access_claims(user_id=user_id, email=email, username=username, role=role,
+                                                 companies=[], token_version=0))
+    return TestUser(user_id, email, username, role, password, token)
+
+
+@pytest.fixture
+async def user_factory(stack):
+    return create_user
+
+
+@pytest.fixture
+async def user(stack) -> TestUser:
+    return await create_user("user")
+
+
+@pytest.fixture
+async def other_user(stack) -> TestUser:
+    return await create_user("user")
+
+
+@pytest.fixture
+async def viewer(stack) -> TestUser:
+    return await create_user("viewer")
+
+
+@pytest.fixture
+async def admin(stack) -> TestUser:
+    return await create_user("admin")
+
+
+@pytest.fixture
+async def super_admin(stack) -> TestUser:
+    return await create_user("super_admin")
+
+
+def assert_ok(response, status: int = 200) -> Any:
+    """The success envelope; returns ``data``."""
+    body = response.json()
+    assert response.status_code == status, body
+    assert body["success"] is True, body
+    assert body["meta"]["requestId"] == response.headers["x-request-id"]
+    return body["data"]
+
+
+def assert_error(response, status: int, code: str, field: str | None = None) -> dict:
+    """The error envelope with the spec's code; returns ``error``."""
+    body = response.json()
+    assert response.status_code == status, body
+    assert body["success"] is False, body
+    assert body["error"]["code"] == code, body
+    if field is not None:
+        assert body["error"]["field"] == field, body
+    assert body["meta"]["requestId"]
+    return body["error"]

@@ -1,0 +1,193 @@
+"""Settings from the environment (the spec's variables plus Troupe's own).
+
+Durations accept plain seconds or a suffix: ``500ms``, ``30s``, ``15m``, ``24h``, ``7d``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: object) -> timedelta:
+    """``24h`` -> 1 day; a bare number is seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 24h, 7d)")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def parse_millis(value: object) -> timedelta:
+    """The spec gives WS_* and RATE_LIMIT_WINDOW_MS as bare milliseconds."""
+    if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
+        return timedelta(milliseconds=float(value))
+    return parse_duration(value)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Millis = Annotated[timedelta, BeforeValidator(parse_millis)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    env: Literal["development", "production", "test"] = Field(
+        "development", validation_alias=AliasChoices("TROUPE_ENV", "NODE_ENV"))
+    data_dir: Path = Field(Path(".troupe"), validation_alias="TROUPE_DATA_DIR")
+
+    # Storage backends: unset means the embedded servers under data_dir.
+    database_url: str | None = None
+    redis_url: str | None = None
+    # Prefix of every Redis key and channel, so deployments (and test runs) can share a server.
+    redis_prefix: str = Field("troupe", validation_alias="TROUPE_REDIS_PREFIX")
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+
+    # Auth
+    jwt_secret: str | None = None
+    jwt_expires_in: Duration = timedelta(hours=24)
+    refresh_token_expires_in: Duration = timedelta(days=7)
+    bcrypt_rounds: int = Field(12, ge=12, le=16)
+    login_max_attempts: int = 5
+    login_lockout: Duration = timedelta(minutes=15)
+    reset_token_expires_in: Duration = timedelta(hours=1)
+    verify_token_expires_in: Duration = timedelta(days=2)
+    invitation_expires_in: Duration = timedelta(days=7)
+    admin_email: str | None = Field(None, validation_alias="TROUPE_ADMIN_EMAIL")
+    admin_password: str | None = Field(None, validation_alias="TROUPE_ADMIN_PASSWORD")
+    # AES-256-GCM key for secrets in configurations (base64 of 32 bytes).
+    secrets_key: str | None = Field(None, validation_alias="TROUPE_SECRETS_KEY")
+
+    # Service
+    port: int = 8000
+    host: str = "127.0.0.1"
+    api_base_url: str | None = None
+    frontend_url: str | None = None
+    log_level: str = "info"
+    metrics_enabled: bool = True
+    serve_replicas: int = Field(1, validation_alias="TROUPE_SERVE_REPLICAS")
+    max_body_bytes: int = Field(1_048_576, validation_alias="TROUPE_MAX_BODY_BYTES")
+
+    # Rate limits (general API, plus the tighter auth limits)
+    rate_limit_window_ms: Millis = timedelta(minutes=15)
+    rate_limit_max_requests: int = 1000
+    rate_limit_skip_successful_requests: bool = False
+    auth_rate_limit_window: Duration = Field(timedelta(minutes=1), validation_alias="TROUPE_AUTH_RATE_WINDOW")
+    auth_rate_limit_per_ip: int = Field(30, validation_alias="TROUPE_AUTH_RATE_PER_IP")
+    auth_rate_limit_per_account: int = Field(10, validation_alias="TROUPE_AUTH_RATE_PER_ACCOUNT")
+
+    # Security
+    cors_origin: str = "*"
+    helmet_enabled: bool = True
+    csrf_enabled: bool = True
+    # Outbound guard: hosts/CIDRs that tools and webhooks may reach despite being private.
+    outbound_allowlist: list[str] = Field(default_factory=list, validation_alias="TROUPE_OUTBOUND_ALLOWLIST")
+    outbound_timeout: Duration = timedelta(seconds=15)
+    outbound_max_bytes: int = 5_000_000
+
+    # WebSocket
+    ws_heartbeat_interval: Millis = timedelta(seconds=30)
+    ws_connection_timeout: Millis = timedelta(seconds=60)
+    ws_max_message_bytes: int = 65_536
+    ws_max_connections_per_user: int = 20
+    ws_messages_per_second: int = 20
+    ws_send_queue_size: int = 1000
+    ws_replay_retention: Duration = timedelta(hours=1)
+
+    # Providers
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    google_ai_api_key: str | None = None
+    google_ai_base_url: str | None = None
+    local_llm_base_url: str | None = None
+
+    # Files
+    storage_type: Literal["local", "s3"] = "local"
+    storage_root: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_s3_bucket: str | None = None
+    aws_s3_region: str | None = None
+    max_upload_bytes: int = 50 * 1024 * 1024
+
+    # Mail: without SMTP_HOST, mail goes to the development outbox under data_dir.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_secure: bool = False
+    smtp_user: str | None = None
+    smtp_pass: str | None = None
+    email_from: str = "noreply@troupe.local"
+
+    # Feature switches
+    marketplace_enabled: bool = True
+    collaboration_enabled: bool = True
+    analytics_enabled: bool = True
+    audit_log_enabled: bool = True
+
+    # Runtime
+    actor_idle_timeout: Duration = Field(timedelta(minutes=5), validation_alias="TROUPE_ACTOR_IDLE_TIMEOUT")
+    max_resident_agents: int = Field(200, validation_alias="TROUPE_MAX_RESIDENT_AGENTS")
+
+    @model_validator(mode="after")
+    def _secrets(self) -> Settings:
+        if self.env == "production":
+            if not self.jwt_secret or len(self.jwt_secret) < 32:
+                raise ValueError("JWT_SECRET of at least 32 characters is required in production")
+            if not self.secrets_key:
+                raise ValueError("TROUPE_SECRETS_KEY (base64 of 32 bytes) is required in production")
+        return self
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    def resolved_jwt_secret(self) -> str:
+        return self.jwt_secret or _persistent_secret(self.data_dir / "jwt_secret", 48)
+
+    def resolved_secrets_key(self) -> bytes:
+        raw = self.secrets_key or _persistent_secret(self.data_dir / "secrets_key", 32)
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        if len(key) != 32:
+            raise ValueError("TROUPE_SECRETS_KEY must be base64 of exactly 32 bytes")
+        return key
+
+
+def _persistent_secret(path: Path, nbytes: int) -> str:
+    """Development secrets are generated once and kept in the data directory, so
+    tokens and encrypted values survive restarts."""
+    path = path.resolve()
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = base64.urlsafe_b64encode(secrets.token_bytes(nbytes)).decode().rstrip("=")
+    # O_EXCL: when two processes race, one wins and both read its value.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,125 @@
+"""Dependencies shared by every router: the database session, the caller, and
+the permission declared on each route."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from troupe import rbac
+from troupe.db import models
+from troupe.db.session import sessionmaker
+from troupe.errors import AppError, ErrorCode, forbidden
+from troupe.infra.redis import get_redis, rkey
+from troupe.security import decode_access_token
+
+
+async def get_db() -> AsyncIterator[AsyncSession]:
+    """One session per request; committed when the handler returns normally."""
+    async with sessionmaker()() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+DbSession = Annotated[AsyncSession, Depends(get_db)]
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from /api/auth/login")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller, with permissions from their *current* role."""
+
+    id: uuid.UUID
+    email: str
+    username: str
+    role: str
+    permissions: frozenset[str]
+    jti: str
+    exp: int
+    claims: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def can(self, permission: str) -> bool:
+        return rbac.grants(self.permissions, permission)
+
+    @property
+    def is_global(self) -> bool:
+        """Acts on every tenant's objects (SUPER_ADMIN, ADMIN)."""
+        return rbac.is_global(self.role)
+
+
+def revoked_jti_key(jti: str) -> str:
+    return rkey("revoked", "jti", jti)
+
+
+async def authenticate_token(token: str, session: AsyncSession) -> Principal:
+    """Shared by HTTP and WebSocket: signature, expiry, revocation, account state."""
+    claims = decode_access_token(token)
+    if await get_redis().exists(revoked_jti_key(claims["jti"])):
+        raise AppError(ErrorCode.INVALID_TOKEN, "Token has been revoked")
+    try:
+        user_id = uuid.UUID(str(claims["sub"]))
+    except ValueError as exc:
+        raise AppError(ErrorCode.INVALID_TOKEN, "Invalid token") from exc
+    user = await session.get(models.User, user_id)
+    if user is None or user.deleted_at is not None:
+        raise AppError(ErrorCode.INVALID_TOKEN, "Account no longer exists")
+    if user.status != "active":
+        raise AppError(ErrorCode.UNAUTHORIZED, f"Account is {user.status}")
+    # Bumping token_version (logout everywhere, suspension, password change)
+    # invalidates every access token issued before it.
+    if int(claims.get("tv", 0)) != user.token_version:
+        raise AppError(ErrorCode.INVALID_TOKEN, "Token has been revoked")
+    return Principal(id=user.id, email=user.email, username=user.username, role=user.role,
+                     permissions=rbac.role_permissions(user.role), jti=claims["jti"], exp=int(claims["exp"]),
+                     claims=claims)
+
+
+async def get_current_user(
+    request: Request,
+    session: DbSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise AppError(ErrorCode.UNAUTHORIZED, "Authentication required",
+                       headers={"WWW-Authenticate": "Bearer"})
+    principal = await authenticate_token(credentials.credentials, session)
+    request.state.principal = principal
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+class RequirePermission:
+    """Route dependency: ``Depends(RequirePermission("companies:update"))``.
+
+    It checks the *kind* of action against the role; object scope (owner,
+    member, viewer) is checked by the service against the object itself."""
+
+    def __init__(self, *permissions: str) -> None:
+        unknown = [p for p in permissions if p not in rbac.PERMISSIONS and not p.endswith(":manage")]
+        if unknown:
+            raise ValueError(f"unknown permissions {unknown}")
+        self.permissions = permissions
+
+    async def __call__(self, user: CurrentUser) -> Principal:
+        missing = [p for p in self.permissions if not user.can(p)]
+        if missing:
+            raise forbidden(f"Missing permission: {', '.join(missing)}")
+        return user
+
+
+def Authorized(*permissions: str) -> type[Principal]:  # noqa: N802 - reads as a type in signatures
+    """``user: Authorized("tasks:read")`` = the caller, having that permission."""
+    return Annotated[Principal, Depends(RequirePermission(*permissions))]  # type: ignore[return-value]

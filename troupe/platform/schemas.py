@@ -1,0 +1,97 @@
+"""Shared pydantic models: the camelCase base and the spec's response envelope."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from troupe import __version__
+from troupe.platform.context import current_request
+
+T = TypeVar("T")
+
+
+class CamelModel(BaseModel):
+    """Python stays snake_case; the JSON is the spec's camelCase."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True,
+                              serialize_by_alias=True)
+
+
+class StrictInput(CamelModel):
+    """Request bodies: unknown fields are refused, so server-owned fields
+    (ownerId, rating, ...) cannot be mass-assigned."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
+                              str_strip_whitespace=True)
+
+
+class ErrorBody(CamelModel):
+    code: str
+    message: str
+    details: Any = None
+    field: str | None = None
+    timestamp: str | None = None
+    request_id: str | None = None
+
+
+class Pagination(CamelModel):
+    page: int
+    limit: int
+    total: int
+    total_pages: int
+    has_next: bool
+    has_prev: bool
+
+    @classmethod
+    def of(cls, *, page: int, limit: int, total: int) -> Pagination:
+        pages = math.ceil(total / limit) if limit else 0
+        return cls(page=page, limit=limit, total=total, total_pages=pages, has_next=page < pages,
+                   has_prev=page > 1)
+
+
+class Meta(CamelModel):
+    timestamp: str
+    version: str
+    request_id: str
+    execution_time: float = Field(description="Milliseconds spent serving the request")
+
+
+class Envelope(CamelModel, Generic[T]):
+    success: bool = True
+    data: T | None = None
+    error: ErrorBody | None = None
+    pagination: Pagination | None = None
+    meta: Meta | None = None
+
+
+def build_meta() -> Meta:
+    ctx = current_request()
+    return Meta(timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"), version=__version__,
+                request_id=ctx.request_id, execution_time=round(ctx.elapsed_ms(), 3))
+
+
+def ok(data: Any = None, *, pagination: Pagination | None = None) -> Envelope[Any]:
+    return Envelope(success=True, data=data, pagination=pagination, meta=build_meta())
+
+
+class Message(CamelModel):
+    message: str
+
+
+class PageParams(CamelModel):
+    """Common list parameters: the limit is capped so one request can't scan a table."""
+
+    page: int = Field(1, ge=1, le=100_000)
+    limit: int = Field(20, ge=1, le=100)
+    sort: str | None = Field(None, max_length=50)
+    order: str = Field("desc", pattern="^(asc|desc)$")
+    search: str | None = Field(None, max_length=200)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
