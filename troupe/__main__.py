@@ -21,6 +21,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     settings = get_settings()
     context = ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace="troupe",
                        include_dashboard=True, dashboard_host="127.0.0.1",
+                       _metrics_export_port=settings.metrics_port,
                        runtime_env={"env_vars": env})
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build(env, replicas=settings.serve_replicas), name="troupe", route_prefix="/")
@@ -28,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     dashboard = context.dashboard_url or ""
     print(f"\nTroupe is running.\n  API docs:       {base}/docs\n  OpenAPI:        {base}/openapi.json"
           f"\n  Ray dashboard:  {'http://' + dashboard if dashboard and not dashboard.startswith('http') else dashboard}"
-          f"\n  Metrics:        {base}/metrics\n  Data directory: {settings.data_dir}\nCtrl-C stops it.\n",
+          f"\n  Metrics:        http://127.0.0.1:{settings.metrics_port}/metrics (Prometheus)\n  Data directory: {settings.data_dir}\nCtrl-C stops it.\n",
           flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

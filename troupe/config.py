@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     frontend_url: str | None = None
     log_level: str = "info"
     metrics_enabled: bool = True
+    # Prometheus export port of the Ray metrics agent started by `python -m troupe run`.
+    metrics_port: int = Field(8080, validation_alias="TROUPE_METRICS_PORT")
     serve_replicas: int = Field(1, validation_alias="TROUPE_SERVE_REPLICAS")
     max_body_bytes: int = Field(1_048_576, validation_alias="TROUPE_MAX_BODY_BYTES")
 

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from troupe import __version__
 from troupe.config import get_settings
+from troupe.infra.metrics import HttpMetricsMiddleware
 from troupe.platform import handlers
 from troupe.platform.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 
@@ -61,6 +62,8 @@ def create_app(*, behind_serve: bool = False) -> FastAPI:
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes,
                        exempt_prefixes=("/api/files/upload",))
+    if settings.metrics_enabled:
+        app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(RequestContextMiddleware, security_headers=settings.helmet_enabled,
                        echo_request_id=not behind_serve)
 
