@@ -74,6 +74,7 @@ def create_app(*, behind_serve: bool = False) -> FastAPI:
 # Each domain package under troupe/platform/ exposes `router` in its router.py.
 DOMAINS: list[str] = [
     "health",
+    "tools",
 ]
 
 

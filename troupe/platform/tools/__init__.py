@@ -1,0 +1,1 @@
+"""Tools: registry, marketplace, installs into companies."""

@@ -1,0 +1,265 @@
+"""The spec's Tool model as request and response schemas."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from troupe.engine.validate import is_valid_url
+from troupe.platform.schemas import CamelModel, StrictInput
+
+ToolType = Literal["api", "database", "file", "code", "webhook", "scraper", "calculator", "translator", "custom"]
+ToolCategory = Literal["productivity", "data", "communication", "analysis", "automation", "integration", "utility"]
+ToolStatus = Literal["active", "inactive", "deprecated", "error", "maintenance"]
+HttpMethod = Literal["GET", "POST", "PUT", "DELETE", "PATCH"]
+AuthType = Literal["none", "api_key", "bearer", "basic", "oauth2"]
+PricingModel = Literal["free", "usage", "subscription", "one_time"]
+
+Name = Annotated[str, Field(min_length=1, max_length=255)]
+ShortText = Annotated[str, Field(max_length=255)]
+LongText = Annotated[str, Field(max_length=20_000)]
+Tag = Annotated[str, Field(min_length=1, max_length=50)]
+Tags = Annotated[list[Tag], Field(max_length=50)]
+HeaderName = Annotated[str, Field(min_length=1, max_length=100)]
+HeaderValue = Annotated[str, Field(max_length=4096)]
+JsonObject = dict[str, Any]
+
+
+class JsonSchemaObject(StrictInput):
+    """A JSON Schema document: the keys named here are checked, any other JSON
+    Schema keyword is kept (the whole object is checked with ``jsonschema``)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    type: Literal["object"] = "object"
+    properties: JsonObject = Field(default_factory=dict)
+    examples: Annotated[list[Any], Field(max_length=50)] = Field(default_factory=list)
+
+
+class ToolInputSchema(JsonSchemaObject):
+    required: Annotated[list[Annotated[str, Field(max_length=255)]], Field(max_length=500)] = Field(
+        default_factory=list)
+
+
+class ToolSchema(StrictInput):
+    input: ToolInputSchema = Field(default_factory=ToolInputSchema)
+    output: JsonSchemaObject = Field(default_factory=JsonSchemaObject)
+
+
+class ToolAuthentication(StrictInput):
+    type: AuthType = "none"
+    # Stored sealed (AES-256-GCM); answered as "********". Send "********" back to keep a value.
+    credentials: Annotated[dict[HeaderName, HeaderValue], Field(max_length=20)] | None = None
+
+
+class ToolRateLimit(StrictInput):
+    requests: int = Field(60, ge=1, le=1_000_000)
+    window: int = Field(60, ge=1, le=86_400, description="seconds")
+
+
+class ToolValidation(StrictInput):
+    input_schema: JsonObject | None = None
+    output_schema: JsonObject | None = None
+
+
+class ToolCaching(StrictInput):
+    enabled: bool = False
+    ttl: int = Field(300, ge=0, le=604_800, description="seconds")
+    strategy: Literal["memory", "redis", "database"] = "memory"
+
+
+class ToolMonitoring(StrictInput):
+    enabled: bool = False
+    alert_threshold: float = Field(0.5, ge=0, le=100, description="error rate (0..1) or percent that alerts")
+    health_check: Annotated[str, Field(max_length=2048)] = ""
+
+
+class ToolConfiguration(StrictInput):
+    endpoint: Annotated[str, Field(max_length=2048)] | None = None
+    method: HttpMethod | None = None
+    # Headers whose name looks secret (Authorization, X-Api-Key, *token*, *secret*, *key*, Cookie)
+    # are stored sealed and answered masked.
+    headers: Annotated[dict[HeaderName, HeaderValue], Field(max_length=50)] | None = None
+    authentication: ToolAuthentication = Field(default_factory=ToolAuthentication)
+    timeout: int = Field(30, ge=1, le=300, description="seconds")
+    retries: int = Field(0, ge=0, le=10)
+    rate_limit: ToolRateLimit = Field(default_factory=ToolRateLimit)
+    validation: ToolValidation = Field(default_factory=ToolValidation)
+    caching: ToolCaching = Field(default_factory=ToolCaching)
+    monitoring: ToolMonitoring = Field(default_factory=ToolMonitoring)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_url(value):
+            raise ValueError("endpoint must be an http(s) URL")
+        return value
+
+
+class ToolExample(StrictInput):
+    title: ShortText
+    description: LongText = ""
+    input: Any = None
+    output: Any = None
+    code: LongText | None = None
+
+
+class ChangelogEntry(StrictInput):
+    version: Annotated[str, Field(max_length=20)]
+    date: Annotated[str, Field(max_length=40)]
+    changes: Annotated[list[Annotated[str, Field(max_length=1000)]], Field(max_length=100)] = Field(
+        default_factory=list)
+    breaking: bool = False
+
+
+class FaqEntry(StrictInput):
+    question: Annotated[str, Field(max_length=1000)]
+    answer: LongText
+    category: Annotated[str, Field(max_length=50)] = "general"
+
+
+class ToolDocumentation(StrictInput):
+    readme: Annotated[str, Field(max_length=100_000)] = ""
+    examples: Annotated[list[ToolExample], Field(max_length=50)] = Field(default_factory=list)
+    changelog: Annotated[list[ChangelogEntry], Field(max_length=200)] = Field(default_factory=list)
+    faq: Annotated[list[FaqEntry], Field(max_length=100)] = Field(default_factory=list)
+
+
+class PricingLimits(StrictInput):
+    free: int = Field(0, ge=0, le=1_000_000_000)
+    paid: int = Field(0, ge=0, le=1_000_000_000)
+
+
+class ToolPricing(StrictInput):
+    model: PricingModel = "free"
+    price: float = Field(0, ge=0, le=1_000_000)
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    unit: Annotated[str, Field(max_length=50)] | None = None
+    limits: PricingLimits = Field(default_factory=PricingLimits)
+
+
+class ToolCreate(StrictInput):
+    name: Name
+    description: Annotated[str, Field(min_length=1, max_length=5000)]
+    type: ToolType
+    category: ToolCategory
+    configuration: ToolConfiguration
+    schema_: ToolSchema = Field(alias="schema")
+    documentation: ToolDocumentation | None = None
+    pricing: ToolPricing | None = None
+    tags: Tags = Field(default_factory=list)
+    is_public: bool = False
+
+
+class ToolUpdate(StrictInput):
+    """Partial: fields left out keep their value. ``configuration``/``schema``
+    replace the stored objects whole (secrets sent as "********" are kept)."""
+
+    name: Name | None = None
+    description: Annotated[str, Field(min_length=1, max_length=5000)] | None = None
+    type: ToolType | None = None
+    category: ToolCategory | None = None
+    status: ToolStatus | None = None
+    configuration: ToolConfiguration | None = None
+    schema_: ToolSchema | None = Field(None, alias="schema")
+    documentation: ToolDocumentation | None = None
+    pricing: ToolPricing | None = None
+    tags: Tags | None = None
+    is_public: bool | None = None
+
+
+class ToolTrends(CamelModel):
+    daily: list[int] = Field(description="calls per day, last 7 days, oldest first")
+    weekly: list[int] = Field(description="calls per week, last 4 weeks, oldest first")
+    monthly: list[int] = Field(description="calls per month, last 12 months, oldest first")
+
+
+class ToolUsage(CamelModel):
+    total_calls: int = 0
+    successful_calls: int = 0
+    failed_calls: int = 0
+    average_response_time: float = Field(0, description="milliseconds")
+    last_used_at: datetime | None = None
+    error_rate: float = 0
+    popular_agents: list[str] = Field(default_factory=list)
+    trends: ToolTrends = Field(default_factory=lambda: ToolTrends(daily=[], weekly=[], monthly=[]))
+
+
+class ToolOut(CamelModel):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    type: str
+    category: str
+    version: str
+    status: str
+    configuration: ToolConfiguration
+    schema_: ToolSchema = Field(alias="schema")
+    usage: ToolUsage
+    documentation: ToolDocumentation
+    pricing: ToolPricing
+    created_by: uuid.UUID | None
+    tags: list[str]
+    is_public: bool
+    rating: float
+    downloads: int
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None = None
+
+
+class UsageBucket(CamelModel):
+    start: datetime
+    total_calls: int
+    successful_calls: int
+    failed_calls: int
+
+
+class UsageGroup(CamelModel):
+    key: str | None = Field(description="agent, company or user id; null for calls without one")
+    total_calls: int
+    successful_calls: int
+    failed_calls: int
+    error_rate: float
+    average_response_time: float
+
+
+class ToolUsageReport(ToolUsage):
+    tool_id: uuid.UUID
+    period: Literal["hour", "day", "week", "month"]
+    group_by: Literal["agent", "company", "user"] | None = None
+    since: datetime
+    series: list[UsageBucket] = Field(description="one bucket per period unit over the window")
+    groups: list[UsageGroup] = Field(default_factory=list)
+    scope: Literal["all", "yours"] = Field(
+        description="'all' for the creator and admins; otherwise only calls in your companies or by you")
+
+
+class InstallRequest(StrictInput):
+    company_id: uuid.UUID
+    # Per-company settings for the tool; values under secret-looking names are sealed.
+    configuration: Annotated[dict[HeaderName, Any], Field(max_length=100)] | None = None
+
+
+class UninstallRequest(StrictInput):
+    company_id: uuid.UUID
+
+
+class Installation(CamelModel):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    tool_id: uuid.UUID
+    configuration: dict[str, Any]
+    installed_by: uuid.UUID | None
+    installed_at: datetime
+    downloads: int
+
+
+class Uninstalled(CamelModel):
+    company_id: uuid.UUID
+    tool_id: uuid.UUID
+    uninstalled: bool = True
