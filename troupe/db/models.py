@@ -197,6 +197,8 @@ class Company(_Model):
     last_activity_at: Mapped[datetime | None] = _ts()
     # --- application extras: user id (str) -> 'member' | 'viewer'
     member_roles: Mapped[dict[str, str]] = _jsonb(nullable=False)
+    # --- engine (0005_engine): set by POST /companies/:id/stop, cleared by start
+    execution_stopped: Mapped[bool] = mapped_column(Boolean, server_default=_FALSE, nullable=False)
 
     __table_args__ = (
         Index("idx_companies_owner_id", "owner_id"),

@@ -1,0 +1,55 @@
+"""The cluster-wide recovery sweep: ONE named detached actor (``recovery``).
+
+Every ``SWEEP_SECONDS`` it activates the CompanyActor of every company that
+has running, queued or parked tasks. Activation is recovery: a new
+CompanyActor resumes the running runs that lost their driver, and its pump
+admits queued and due parked runs. Started (idempotently, by name) from each
+ingress replica's start-up and from the test harness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import ray
+
+from troupe.actors import handles
+from troupe.actors.company import companies_with_work
+
+log = logging.getLogger("troupe.engine")
+SWEEP_SECONDS = 2.0
+
+
+@ray.remote
+class RecoveryActor:
+    def __init__(self) -> None:
+        self.loop: asyncio.Task[None] | None = None
+        self.sweeps = 0
+
+    async def start(self) -> int:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop().create_task(self._run())
+        return self.sweeps
+
+    async def sweep(self) -> int:
+        companies = await companies_with_work()
+        for company_id in companies:
+            try:
+                await handles.call(handles.company_name(str(company_id)), "ping")
+            except Exception:
+                log.exception("recovery could not activate company %s", company_id)
+        self.sweeps += 1
+        return len(companies)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("recovery sweep failed")
+            await asyncio.sleep(SWEEP_SECONDS)
+
+
+async def ensure_recovery() -> None:
+    await handles.call("recovery", "start")

@@ -1,0 +1,570 @@
+"""The run driver: executes one task's workflow graph, one Ray task per node execution.
+
+It runs as an asyncio task inside the company's CompanyActor, which admitted
+the run. It holds no state that is not in Postgres: on every start it rebuilds
+the run from the task's ``task_executions`` rows (completed nodes are reused,
+never re-executed), so resume after pause, wake-up after a parked delay,
+retry from a step and recovery after the driver's actor died are one code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import ray
+from sqlalchemy import select, update
+
+from troupe.db import models
+from troupe.db.session import session_scope
+from troupe.engine import graph as g
+from troupe.engine import records, templates
+from troupe.engine.nodes import PARK_AFTER_SECONDS, execute_node
+from troupe.timeutil import utcnow
+
+log = logging.getLogger("troupe.engine")
+SIDE_EFFECTS = frozenset({"webhook", "email"})
+DEFAULT_NODE_TIMEOUT = 300.0
+DEFAULT_WORKFLOW_TIMEOUT = 3600.0
+
+
+class Parked(Exception):
+    def __init__(self, wake_at: Any) -> None:
+        super().__init__("parked")
+        self.wake_at = wake_at
+
+
+class RunFailed(Exception):
+    def __init__(self, code: str, message: str, node_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.node_id = code, message, node_id
+
+
+@dataclass
+class Outcome:
+    kind: str  # ok | failed | skipped
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class RunControl:
+    cancel_reason: str | None = None
+    pause_requested: bool = False
+    refs: set[Any] = field(default_factory=set)
+
+    def cancel_nodes(self) -> None:
+        for ref in list(self.refs):
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # already finished
+                pass
+
+
+def single_agent_graph(task: models.Task) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """A ``single_agent`` task is a three-node workflow: input -> agent -> output."""
+    prompt = "{{input.prompt}}" if isinstance(task.input, dict) and "prompt" in task.input else None
+    agent_cfg: dict[str, Any] = {"prompt": prompt} if prompt else {}
+    nodes = [{"id": "input", "type": "input", "data": {"label": "Input"}},
+             {"id": "agent", "type": "agent", "data": {"label": "Agent", "agentId": str(task.agent_id),
+                                                       "configuration": agent_cfg}},
+             {"id": "output", "type": "output", "data": {"label": "Output"}}]
+    edges = [{"id": "e1", "source": "input", "target": "agent"}, {"id": "e2", "source": "agent", "target": "output"}]
+    return nodes, edges, {"strategy": "sequential", "errorHandling": "stop"}
+
+
+class RunDriver:
+    def __init__(self, task_id: uuid.UUID, control: RunControl) -> None:
+        self.task_id = task_id
+        self.control = control
+        self.outcomes: dict[str, Outcome] = {}
+        self.completed: dict[tuple[str, int], Any] = {}
+        self.final_failures: dict[tuple[str, int], dict[str, Any]] = {}
+        self.parked_rows: dict[tuple[str, int], tuple[uuid.UUID, Any]] = {}
+        self.loop_ctx: dict[str, Any] = {}
+        self.tools: dict[str, dict[str, Any]] = {}
+        self.done_count = 0
+
+    # ------------------------------------------------------------------ loading
+    async def _load(self) -> None:
+        async with session_scope() as session:
+            task = await session.get(models.Task, self.task_id)
+            if task is None:
+                raise RunFailed("RES_001", "task not found")
+            self.task = task
+            if task.workflow_id:
+                workflow = await session.get(models.Workflow, task.workflow_id)
+                if workflow is None:
+                    raise RunFailed("RES_001", "workflow not found")
+                self.nodes, self.edges = list(workflow.nodes or []), list(workflow.edges or [])
+                self.config = dict(workflow.configuration or {})
+            elif task.agent_id:
+                self.nodes, self.edges, self.config = single_agent_graph(task)
+            else:
+                raise RunFailed("BIZ_001", "task has neither a workflow nor an agent")
+            rows = (await session.execute(select(models.TaskExecution).where(
+                models.TaskExecution.task_id == self.task_id).order_by(models.TaskExecution.started_at))).scalars()
+            lost: list[uuid.UUID] = []
+            for row in rows:
+                key = (row.node_id, row.iteration)
+                meta = row.meta or {}
+                if row.status == "completed":
+                    self.completed[key] = row.output
+                elif row.status == "failed" and meta.get("final"):
+                    self.final_failures[key] = {"code": meta.get("code"), "message": row.error}
+                elif row.status == "running" and meta.get("wakeAt"):
+                    self.parked_rows[key] = (row.id, meta["wakeAt"])
+                elif row.status in ("running", "pending"):
+                    lost.append(row.id)
+            if lost:
+                # Attempts whose driver or worker was lost: closed as failed, the node runs again.
+                await session.execute(update(models.TaskExecution).where(models.TaskExecution.id.in_(lost))
+                                      .values(status="failed", error="run driver lost; attempt abandoned",
+                                              completed_at=utcnow()))
+            tool_ids = {str((n.get("data") or {}).get("toolId")) for n in self.nodes
+                        if n.get("type") == "tool" and (n.get("data") or {}).get("toolId")}
+            for tid in tool_ids:
+                try:
+                    tool = await session.get(models.Tool, uuid.UUID(tid))
+                except ValueError:
+                    tool = None
+                if tool is not None:
+                    self.tools[tid] = {"id": tid, "type": tool.type, "configuration": tool.configuration or {},
+                                       "schema": tool.schema or {}}
+        self.by_id = {n["id"]: n for n in self.nodes}
+        self.owners = g.body_nodes(self.nodes, self.edges)
+        self.main = [n["id"] for n in self.nodes if n["id"] not in self.owners]
+        self.incoming = {nid: [e for e in self.edges if e.get("target") == nid and e.get("source") in self.main]
+                         for nid in self.main}
+        self.strategy = self.config.get("strategy", "hybrid")
+        self.error_handling = self.config.get("errorHandling", "stop")
+        self.policy = dict(self.config.get("retryPolicy") or {})
+        state = dict(self.task.run_state or {})
+        self.variables = {**(self.config.get("variables") or {}), **(state.get("variables") or {})}
+        timeout = float(self.config.get("timeout") or DEFAULT_WORKFLOW_TIMEOUT)
+        started = self.task.started_at or utcnow()
+        # Wall-clock since the run first started, parked delays included.
+        self.deadline = time.monotonic() + timeout - (utcnow() - started).total_seconds()
+
+    # ------------------------------------------------------------------ context
+    def context(self, prev: Any = None) -> dict[str, Any]:
+        nodes = {nid: {"output": o.output, "status": o.kind} for nid, o in self.outcomes.items()}
+        return {"input": self.task.input, "vars": self.variables, "nodes": nodes, "prev": prev,
+                "loop": dict(self.loop_ctx), "output": prev if isinstance(prev, dict) else {},
+                "task": {"id": str(self.task.id), "name": self.task.name}}
+
+    def edge_active(self, edge: dict[str, Any]) -> bool | None:
+        src = self.outcomes.get(edge["source"])
+        if src is None:
+            return None
+        kind = edge.get("type") or "default"
+        if src.kind == "skipped":
+            return False
+        if src.kind == "failed":
+            if kind == "error":
+                return True
+            return kind in ("default", "success") and self.error_handling == "continue"
+        if kind == "error":
+            return False
+        handle = edge.get("sourceHandle")
+        if self.by_id[edge["source"]].get("type") == "condition" and handle in ("true", "false"):
+            return templates.edge_condition(handle, {}, src.output)
+        if kind == "conditional" or edge.get("condition"):
+            try:
+                return templates.edge_condition(edge.get("condition"), self.context(src.output), src.output)
+            except ValueError as exc:
+                raise RunFailed("BIZ_001", str(exc), edge["source"]) from exc
+        return True
+
+    # ------------------------------------------------------------------ running
+    async def run(self) -> str:
+        """Returns the final status: completed, failed, cancelled, paused or parked."""
+        try:
+            await self._load()
+            status = await self._schedule()
+        except RunFailed as exc:
+            self.control.cancel_nodes()
+            return await self._finish("failed", error={"code": exc.code, "message": exc.message,
+                                                       "nodeId": exc.node_id})
+        except asyncio.CancelledError:
+            self.control.cancel_nodes()
+            raise
+        return status
+
+    async def _schedule(self) -> str:
+        inflight: dict[str, asyncio.Task[Outcome]] = {}
+        parked_at: Any = None
+        while True:
+            if self.control.cancel_reason:
+                return await self._cancel(inflight)
+            progressed = True
+            while progressed:  # resolve skips until nothing changes
+                progressed = False
+                for nid in self.main:
+                    if nid in self.outcomes or nid in inflight:
+                        continue
+                    states = [self.edge_active(e) for e in self.incoming[nid]]
+                    if states and None not in states and not any(states):
+                        self.outcomes[nid] = Outcome("skipped")
+                        progressed = True
+            holding = self.control.pause_requested or parked_at is not None
+            if not holding:
+                for nid in self.main:
+                    if nid in self.outcomes or nid in inflight:
+                        continue
+                    if self.strategy == "sequential" and inflight:
+                        break
+                    states = [self.edge_active(e) for e in self.incoming[nid]]
+                    if None in states or (states and not any(states)):
+                        continue
+                    prev = next((self.outcomes[e["source"]].output for e, s in zip(self.incoming[nid], states,
+                                                                                   strict=True) if s), None)
+                    inflight[nid] = asyncio.ensure_future(self._run_main_node(nid, prev))
+            if not inflight:
+                if parked_at is not None:
+                    return await self._park(parked_at)
+                if self.control.pause_requested:
+                    return await self._pause()
+                unresolved = [n for n in self.main if n not in self.outcomes]
+                if unresolved:
+                    raise RunFailed("BIZ_001", f"nodes {unresolved} can never run (cycle?)")
+                return await self._complete()
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                for fut in inflight.values():
+                    fut.cancel()
+                raise RunFailed("SYS_006", "workflow timeout exceeded")
+            done, _ = await asyncio.wait(inflight.values(), timeout=min(remaining, 1.0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for nid in [n for n, f in inflight.items() if f in done]:
+                fut = inflight.pop(nid)
+                try:
+                    outcome = fut.result()
+                except Parked as parked:
+                    parked_at = parked.wake_at if parked_at is None else min(parked_at, parked.wake_at)
+                    continue
+                except asyncio.CancelledError:
+                    continue
+                self.outcomes[nid] = outcome
+                if outcome.kind == "failed":
+                    has_error_edge = any(e.get("source") == nid and e.get("type") == "error" for e in self.edges)
+                    if not (self.error_handling == "continue" or has_error_edge):
+                        for other in inflight.values():
+                            other.cancel()
+                        self.control.cancel_nodes()
+                        err = outcome.error or {}
+                        raise RunFailed(err.get("code") or "BIZ_004", err.get("message") or "node failed", nid)
+                await self._progress(nid)
+
+    async def _run_main_node(self, nid: str, prev: Any) -> Outcome:
+        node = self.by_id[nid]
+        if node.get("type") == "loop":
+            return await self._run_loop(node, prev)
+        return await self._run_node(node, 0, prev)
+
+    async def _run_loop(self, node: dict[str, Any], prev: Any) -> Outcome:
+        nid = node["id"]
+        if (nid, 0) in self.completed:
+            return Outcome("ok", self.completed[(nid, 0)])
+        cfg = g.config_of(node)
+        bound = int(cfg.get("maxIterations") or 0)
+        items = templates.render(cfg["items"], self.context(prev)) if "items" in cfg else None
+        if items is not None and not isinstance(items, list):
+            return await self._record_driver_node(node, 0, cfg, Outcome(
+                "failed", error={"code": "BIZ_001", "message": "loop items did not resolve to a list"}))
+        order = g.body_order(node, self.edges)
+        results: list[Any] = []
+        last = prev
+        bound_reached = False
+        for index in range(bound + 1):
+            if index == bound:
+                bound_reached = items is None or len(items) > bound
+                break
+            if items is not None:
+                if index >= len(items):
+                    break
+                self.loop_ctx = {"index": index, "item": items[index], "last": last}
+            else:
+                self.loop_ctx = {"index": index, "item": last, "last": last}
+                if not templates.evaluate(cfg.get("while") or [], self.context(last)):
+                    break
+            body_prev = self.loop_ctx["item"]
+            for bid in order:
+                outcome = await self._run_node(self.by_id[bid], index, body_prev)
+                self.outcomes[bid] = outcome
+                if outcome.kind == "failed" and self.error_handling != "continue":
+                    self.loop_ctx = {}
+                    return await self._record_driver_node(node, 0, cfg, Outcome("failed", error=outcome.error))
+                body_prev = outcome.output
+            last = body_prev
+            results.append(last)
+        self.loop_ctx = {}
+        output = {"iterations": len(results), "results": results, "boundReached": bound_reached}
+        return await self._record_driver_node(node, 0, cfg, Outcome("ok", output))
+
+    async def _record_driver_node(self, node: dict[str, Any], iteration: int, cfg: dict[str, Any],
+                                  outcome: Outcome) -> Outcome:
+        """Loop bookkeeping runs in the driver; it is still recorded like any node."""
+        started = utcnow()
+        exec_id = await records.start_execution(task_id=self.task_id, node_id=node["id"], iteration=iteration,
+                                                attempt=0, input_=_jsonable(cfg))
+        meta = {"final": True, "code": (outcome.error or {}).get("code")} if outcome.kind == "failed" else {}
+        await records.finish_execution(exec_id, status="completed" if outcome.kind == "ok" else "failed",
+                                       output=_jsonable(outcome.output),
+                                       error=(outcome.error or {}).get("message"), meta=meta, started=started)
+        return outcome
+
+    def _retries(self, cfg: dict[str, Any]) -> int:
+        if "retries" in cfg:
+            return max(0, int(cfg["retries"]))
+        if "maxRetries" in self.policy:
+            return max(0, int(self.policy["maxRetries"]))
+        return 3 if self.error_handling == "retry" else 0
+
+    def _backoff(self, attempt: int) -> float:
+        base = float(self.policy.get("initialDelay", 1.0))
+        cap = float(self.policy.get("maxDelay", 30.0))
+        if self.policy.get("backoffStrategy") == "exponential":
+            return min(cap, base * (2 ** attempt))
+        return min(cap, base * (attempt + 1))
+
+    def _retryable(self, result: dict[str, Any]) -> bool:
+        codes = self.policy.get("retryableErrors") or []
+        if codes:
+            return result.get("code") in codes
+        return bool(result.get("retryable", True))
+
+    async def _run_node(self, node: dict[str, Any], iteration: int, prev: Any) -> Outcome:
+        nid, kind = node["id"], node.get("type")
+        key = (nid, iteration)
+        if key in self.completed:
+            return Outcome("ok", self.completed[key])
+        if key in self.final_failures:
+            return Outcome("failed", error=self.final_failures[key])
+        ctx = self.context(prev)
+        cfg = templates.render(g.config_of(node), ctx)
+        data = node.get("data") or {}
+        if kind == "delay":
+            seconds = float(cfg["ms"]) / 1000 if "ms" in cfg else float(cfg.get("seconds", cfg.get("duration", 0)) or 0)
+            if seconds > PARK_AFTER_SECONDS:
+                return await self._delay_parked(nid, iteration, seconds, cfg)
+        agent_id = data.get("agentId") and str(data.get("agentId"))
+        tool_id = data.get("toolId") and str(data.get("toolId"))
+        idem = f"{self.task_id}:{nid}:{iteration}" if kind in SIDE_EFFECTS or kind == "tool" else None
+        timeout = float(cfg.get("timeout") or DEFAULT_NODE_TIMEOUT)
+        retries = self._retries(cfg)
+        await records.update_task(self.task_id, current_step=data.get("label") or nid)
+        result: dict[str, Any] = {}
+        for attempt in range(retries + 1):
+            if self.control.cancel_reason:
+                raise asyncio.CancelledError
+            spec = {"type": kind, "config": cfg, "context": _jsonable(ctx), "taskId": str(self.task_id),
+                    "nodeId": nid, "iteration": iteration, "attempt": attempt, "agentId": agent_id,
+                    "conditions": data.get("conditions") or cfg.get("conditions"), "idempotencyKey": idem,
+                    "tool": self.tools.get(tool_id or ""), "timeout": timeout}
+            started = utcnow()
+            exec_id = await records.start_execution(task_id=self.task_id, node_id=nid, iteration=iteration,
+                                                    attempt=attempt, input_=_jsonable(cfg), agent_id=agent_id,
+                                                    tool_id=tool_id if tool_id in self.tools else None,
+                                                    idempotency_key=idem)
+            await records.write_log(task_id=self.task_id, company_id=self.task.company_id, level="info",
+                                    message=f"node {nid} started (attempt {attempt + 1})", node_id=nid,
+                                    details={"iteration": iteration, "attempt": attempt})
+            if kind == "tool" and tool_id not in self.tools:
+                result = {"ok": False, "code": "RES_001", "message": "tool not found", "retryable": False}
+            else:
+                result = await self._submit(spec, nid, iteration, attempt, min(timeout, max(
+                    0.01, self.deadline - time.monotonic())))
+            meta = dict(result.get("meta") or {})
+            final = result.get("ok") or attempt >= retries or not self._retryable(result)
+            if not result.get("ok"):
+                meta.update({"code": result.get("code"), "final": bool(final)})
+            meta.setdefault("cacheHit", False)
+            recorded = await records.finish_execution(
+                exec_id, status="completed" if result.get("ok") else "failed", output=_jsonable(result.get("output")),
+                error=None if result.get("ok") else f"{result.get('code')}: {result.get('message')}",
+                meta=meta, started=started)
+            duration = int((utcnow() - started).total_seconds() * 1000)
+            if kind == "tool" and tool_id in self.tools:
+                await _tool_call(tool_id, self.task, bool(result.get("ok")), duration, result.get("message"))
+            if result.get("ok"):
+                await records.write_log(task_id=self.task_id, company_id=self.task.company_id, level="info",
+                                        message=f"node {nid} completed", node_id=nid, duration=duration,
+                                        details={"iteration": iteration, "attempt": attempt,
+                                                 "tokensUsed": meta.get("tokensUsed")})
+                if recorded:
+                    self.completed[key] = result.get("output")
+                return Outcome("ok", result.get("output"))
+            await records.write_log(task_id=self.task_id, company_id=self.task.company_id,
+                                    level="error" if final else "warn",
+                                    message=f"node {nid} failed: {result.get('code')} {result.get('message')}",
+                                    node_id=nid, duration=duration, details={"iteration": iteration,
+                                                                              "attempt": attempt,
+                                                                              "code": result.get("code")})
+            if final:
+                break
+            await asyncio.sleep(self._backoff(attempt))
+        return Outcome("failed", error={"code": result.get("code"), "message": result.get("message")})
+
+    async def _submit(self, spec: dict[str, Any], nid: str, iteration: int, attempt: int,
+                      limit_s: float) -> dict[str, Any]:
+        ref = execute_node.options(name=f"node:{self.task_id}:{nid}:{iteration}:{attempt}").remote(spec)
+        self.control.refs.add(ref)
+        try:
+            return await asyncio.wait_for(ref, timeout=limit_s)
+        except TimeoutError:
+            ray.cancel(ref, force=True)
+            return {"ok": False, "code": "SYS_006", "message": f"node timed out after {limit_s:.1f}s",
+                    "retryable": True}
+        except asyncio.CancelledError:
+            ray.cancel(ref, force=True)
+            raise
+        except ray.exceptions.TaskCancelledError:
+            raise asyncio.CancelledError from None
+        except ray.exceptions.RayError as exc:
+            return {"ok": False, "code": "SYS_001", "message": f"node task lost: {type(exc).__name__}",
+                    "retryable": True}
+        finally:
+            self.control.refs.discard(ref)
+
+    async def _delay_parked(self, nid: str, iteration: int, seconds: float, cfg: dict[str, Any]) -> Outcome:
+        key = (nid, iteration)
+        if key in self.parked_rows:
+            exec_id, wake_at = self.parked_rows[key]
+        else:
+            wake_at = (utcnow() + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+            exec_id = await records.start_execution(task_id=self.task_id, node_id=nid, iteration=iteration,
+                                                    attempt=0, input_=_jsonable(cfg), meta={"wakeAt": wake_at})
+            self.parked_rows[key] = (exec_id, wake_at)
+        if utcnow().isoformat(timespec="microseconds") < wake_at:
+            raise Parked(wake_at)
+        output = {"delayedSeconds": seconds, "parked": True}
+        await records.finish_execution(exec_id, status="completed", output=output, meta={"wakeAt": wake_at})
+        self.completed[key] = output
+        return Outcome("ok", output)
+
+    # ------------------------------------------------------------------ endings
+    async def _progress(self, nid: str) -> None:
+        done = len(self.outcomes)
+        total = len(self.main)
+        now = utcnow()
+        started = self.task.started_at or now
+        elapsed = (now - started).total_seconds()
+        eta = now + timedelta(seconds=elapsed / done * (total - done)) if done else None
+        progress = min(99, int(done * 100 / max(total, 1)))
+        label = (self.by_id[nid].get("data") or {}).get("label") or nid
+        tokens, cost = await records.usage(self.task_id)
+        async with session_scope() as session:
+            task = await session.get(models.Task, self.task_id)
+            if task is None:
+                return
+            task.progress, task.current_step, task.total_steps, task.estimated_completion = progress, label, total, eta
+            self.task = task
+        await records.progress_event(self.task, message=f"{label} {self.outcomes[nid].kind}", tokens=tokens, cost=cost)
+
+    async def _accounting(self, now: Any) -> dict[str, Any]:
+        tokens, cost = await records.usage(self.task_id)
+        meta = dict(self.task.meta or {})
+        created = self.task.queued_at or self.task.created_at or now
+        started = self.task.started_at or now
+        meta.update({"cost": cost,
+                     "resourceUsage": {**(meta.get("resourceUsage") or {}), "tokens": tokens,
+                                       "cpu": meta.get("resourceUsage", {}).get("cpu", 0),
+                                       "memory": meta.get("resourceUsage", {}).get("memory", 0)},
+                     "performance": {"queueTime": int(max(0, (started - created).total_seconds()) * 1000),
+                                     "executionTime": int((now - started).total_seconds() * 1000),
+                                     "totalTime": int((now - created).total_seconds() * 1000)}})
+        meta.setdefault("childTasks", [])
+        meta.setdefault("source", "api")
+        return meta
+
+    def _final_output(self) -> Any:
+        outputs = [n for n in self.main if self.by_id[n].get("type") == "output" and
+                   self.outcomes.get(n, Outcome("skipped")).kind == "ok"]
+        if not outputs:
+            sources = {e.get("source") for e in self.edges}
+            outputs = [n for n in self.main if n not in sources and self.outcomes.get(n, Outcome("x")).kind == "ok"]
+        if len(outputs) == 1:
+            return self.outcomes[outputs[0]].output
+        return {n: self.outcomes[n].output for n in outputs}
+
+    async def _complete(self) -> str:
+        return await self._finish("completed", output=_jsonable(self._final_output()))
+
+    async def _finish(self, status: str, *, output: Any = None, error: dict[str, Any] | None = None) -> str:
+        now = utcnow()
+        if not hasattr(self, "task"):
+            return status
+        meta = await self._accounting(now)
+        values: dict[str, Any] = {"status": status, "completed_at": now, "meta": meta,
+                                  "execution_time": meta["performance"]["executionTime"],
+                                  "run_state": {**(self.task.run_state or {}), "parkedUntil": None}}
+        if status == "completed":
+            values.update(output=output, progress=100, error=None, estimated_completion=None)
+        else:
+            retry_count = int((self.task.error or {}).get("retryCount", 0)) if isinstance(self.task.error, dict) else 0
+            values["error"] = {**(error or {}), "recoverable": status != "cancelled", "retryCount": retry_count}
+        async with session_scope() as session:
+            # Only a run still owned by this driver may finish it (cancel may have won the race).
+            result = await session.execute(update(models.Task).where(
+                models.Task.id == self.task_id, models.Task.status == "running").values(**values)
+                .returning(models.Task))
+            task = result.scalar_one_or_none()
+        if task is None:
+            return "cancelled"
+        self.task = task
+        level = "info" if status == "completed" else "error"
+        await records.write_log(task_id=self.task_id, company_id=task.company_id, level=level,
+                                message=f"task {status}" + (f": {error.get('message')}" if error else ""),
+                                details={"error": error} if error else {}, duration=task.execution_time)
+        await records.progress_event(task, message=f"task {status}", tokens=meta["resourceUsage"]["tokens"],
+                                     cost=meta["cost"])
+        await records.notify(task.created_by, level="success" if status == "completed" else "error",
+                             title=f"Task {status}", message=f"{task.name} {status}",
+                             data={"taskId": str(task.id)})
+        return status
+
+    async def _cancel(self, inflight: dict[str, asyncio.Task[Outcome]]) -> str:
+        for fut in inflight.values():
+            fut.cancel()
+        self.control.cancel_nodes()
+        await asyncio.gather(*inflight.values(), return_exceptions=True)
+        return "cancelled"
+
+    async def _pause(self) -> str:
+        async with session_scope() as session:
+            result = await session.execute(update(models.Task).where(
+                models.Task.id == self.task_id, models.Task.status == "running").values(status="paused")
+                .returning(models.Task))
+            task = result.scalar_one_or_none()
+        if task is not None:
+            await records.write_log(task_id=self.task_id, company_id=task.company_id, level="info",
+                                    message="task paused at a node boundary")
+            await records.progress_event(task, message="paused")
+        return "paused"
+
+    async def _park(self, wake_at: Any) -> str:
+        state = {**(self.task.run_state or {}), "parkedUntil": wake_at}
+        await records.update_task(self.task_id, run_state=state)
+        await records.write_log(task_id=self.task_id, company_id=self.task.company_id, level="info",
+                                message=f"run parked until {wake_at} (long delay)")
+        return "parked"
+
+
+async def _tool_call(tool_id: str, task: models.Task, ok: bool, duration: int, error: str | None) -> None:
+    async with session_scope() as session:
+        session.add(models.ToolCall(tool_id=uuid.UUID(tool_id), company_id=task.company_id, task_id=task.id,
+                                    user_id=task.created_by, success=ok, duration_ms=duration,
+                                    error=None if ok else error))
+        await session.execute(update(models.Tool).where(models.Tool.id == uuid.UUID(tool_id))
+                              .values(last_used_at=utcnow()))
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str)) if value is not None else None
