@@ -1,0 +1,1 @@
+"""Real time: the WebSocket endpoint, rooms, cross-replica delivery and replay."""
