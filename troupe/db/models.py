@@ -233,6 +233,8 @@ class Agent(_Model):
     created_at: Mapped[datetime | None] = _created_at()
     updated_at: Mapped[datetime | None] = _updated_at()
     last_used_at: Mapped[datetime | None] = _ts()
+    # --- application extras: marketplace listing once published (0003_companies)
+    marketplace: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
 
     __table_args__ = (
         Index("idx_agents_company_id", "company_id"),

@@ -1,0 +1,1 @@
+"""Agents: CRUD, configuration validation, performance, clone, marketplace and reviews."""

@@ -1,0 +1,223 @@
+"""Request and response bodies of the agent routes (the spec's Agent model)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from troupe.platform.schemas import CamelModel, StrictInput
+from troupe.providers.catalog import ProviderName
+
+AgentType = Literal["conversational", "analytical", "creative", "technical", "customer_service",
+                    "data_processing", "custom"]
+AgentStatus = Literal["active", "idle", "error", "training", "updating"]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+ShortText = Annotated[str, StringConstraints(max_length=500)]
+
+
+class SafetySettings(StrictInput):
+    content_filter: bool = True
+    toxicity_threshold: float = Field(0.8, ge=0, le=1)
+    bias_detection: bool = False
+    personal_data_filter: bool = True
+
+
+class KnowledgeBase(StrictInput):
+    enabled: bool = False
+    sources: list[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = Field(
+        default_factory=list, max_length=50)
+    update_frequency: Literal["realtime", "daily", "weekly"] = "daily"
+
+
+class Integrations(StrictInput):
+    slack: bool = False
+    discord: bool = False
+    telegram: bool = False
+    whatsapp: bool = False
+
+
+class AgentConfiguration(StrictInput):
+    """The spec's AgentConfiguration with its defaults. Stored camelCase in
+    ``agents.configuration``. Cross-field rules (maxTokens vs contextWindow vs the
+    model's window) are checked by the service, which knows provider and model."""
+
+    system_prompt: str = Field("", max_length=20_000)
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(1024, gt=0, le=2_000_000)
+    top_p: float = Field(1.0, ge=0, le=1)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    stop_sequences: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=16)
+    tools: list[uuid.UUID] = Field(default_factory=list, max_length=50)
+    memory_size: int = Field(10, ge=0, le=100_000)
+    context_window: int = Field(8192, gt=0, le=2_000_000)
+    response_format: Literal["text", "json", "structured"] = "text"
+    safety: SafetySettings = Field(default_factory=SafetySettings)
+    custom_instructions: list[Annotated[str, StringConstraints(max_length=2000)]] = Field(
+        default_factory=list, max_length=50)
+    knowledge_base: KnowledgeBase = Field(default_factory=KnowledgeBase)
+    integrations: Integrations = Field(default_factory=Integrations)
+
+
+class AgentCreate(StrictInput):
+    name: str = Field(min_length=1, max_length=255)
+    description: str = Field("", max_length=5000)
+    type: AgentType
+    model: str = Field(min_length=1, max_length=100)
+    provider: ProviderName
+    capabilities: list[Tag] = Field(default_factory=list, max_length=50)
+    configuration: AgentConfiguration = Field(default_factory=AgentConfiguration)
+    company_id: uuid.UUID | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    is_public: bool = False
+
+
+class AgentUpdate(StrictInput):
+    """Partial update. ``configuration`` is merged field by field over the stored one.
+    ``isPublic`` goes through publish/unpublish; status belongs to the runtime."""
+
+    name: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=5000)
+    type: AgentType | None = None
+    model: str | None = Field(None, min_length=1, max_length=100)
+    provider: ProviderName | None = None
+    capabilities: list[Tag] | None = Field(None, max_length=50)
+    configuration: AgentConfiguration | None = None
+    company_id: uuid.UUID | None = None
+    tags: list[Tag] | None = Field(None, max_length=20)
+
+
+class ToolPricing(StrictInput):
+    model: Literal["free", "usage", "subscription", "one_time"]
+    price: float = Field(ge=0, le=1_000_000)
+    currency: str = Field("USD", pattern="^[A-Z]{3}$")
+    unit: str | None = Field(None, max_length=50)
+    limits: dict[Literal["free", "paid"], int] = Field(default_factory=lambda: {"free": 0, "paid": 0})
+
+
+class PublishRequest(StrictInput):
+    category: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_\- ]+$")
+    pricing: ToolPricing | None = None
+    documentation: str = Field(min_length=1, max_length=50_000)
+
+
+class CloneRequest(StrictInput):
+    name: str = Field(min_length=1, max_length=255)
+    company_id: uuid.UUID | None = None
+
+
+class ReviewCreate(StrictInput):
+    rating: int = Field(ge=1, le=5)
+    comment: str = Field("", max_length=5000)
+
+
+class Marketplace(CamelModel):
+    category: str
+    pricing: dict[str, Any] | None = None
+    documentation: str
+    published_at: str | None = None
+    published_by: str | None = None
+
+
+class AgentRead(CamelModel):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    type: str
+    model: str
+    provider: str
+    status: str | None
+    capabilities: list[str]
+    configuration: dict[str, Any] = Field(description="AgentConfiguration (camelCase keys)")
+    performance: dict[str, Any]
+    company_id: uuid.UUID | None
+    created_by: uuid.UUID | None
+    tags: list[str]
+    version: str | None
+    is_public: bool
+    rating: float
+    review_count: int = 0
+    marketplace: Marketplace | None = None
+    created_at: datetime | None
+    updated_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ReviewRead(CamelModel):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    user_id: uuid.UUID | None
+    username: str | None = None
+    rating: int
+    comment: str | None
+    created_at: datetime | None
+
+
+class ReviewResult(CamelModel):
+    review: ReviewRead
+    agent_rating: float
+    review_count: int
+
+
+class PerformanceMetric(CamelModel):
+    date: str
+    requests: int
+    response_time: float
+    error_rate: float
+    cost: float
+    tokens: int
+
+
+class PerformanceTrends(CamelModel):
+    daily: list[PerformanceMetric] | None = None
+    weekly: list[PerformanceMetric] | None = None
+    monthly: list[PerformanceMetric] | None = None
+
+
+class AgentPerformance(CamelModel):
+    period: str | None
+    since: datetime | None
+    total_requests: int
+    successful_requests: int
+    failed_requests: int
+    average_response_time: float
+    average_tokens_used: float
+    total_tokens: int
+    total_cost: float
+    last_used_at: datetime | None
+    error_rate: float
+    satisfaction_score: float | None
+    cost_per_request: float
+    popularity_score: int = Field(description="Distinct tasks that used the agent in the window")
+    trends: PerformanceTrends
+
+
+class AgentListParams(CamelModel):
+    page: int = Field(1, ge=1, le=100_000)
+    limit: int = Field(20, ge=1, le=100)
+    sort: Literal["name", "createdAt", "updatedAt", "rating", "type", "status", "provider"] = "createdAt"
+    order: Literal["asc", "desc"] = "desc"
+    search: str | None = Field(None, max_length=200)
+    type: AgentType | None = None
+    status: AgentStatus | None = None
+    company_id: uuid.UUID | None = None
+    tags: list[Tag] | None = Field(None, max_length=20)
+    is_public: bool | None = None
+    provider: ProviderName | None = None
+    created_by: uuid.UUID | None = None
+
+
+class PerformanceParams(CamelModel):
+    period: Literal["hour", "day", "week", "month"] | None = None
+    metrics: list[Literal["daily", "weekly", "monthly"]] | None = Field(None, max_length=3)
+
+
+class ReviewListParams(CamelModel):
+    page: int = Field(1, ge=1, le=100_000)
+    limit: int = Field(20, ge=1, le=100)
+    sort: Literal["createdAt", "rating"] = "createdAt"
+    order: Literal["asc", "desc"] = "desc"

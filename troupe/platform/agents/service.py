@@ -1,0 +1,466 @@
+"""Agents: visibility, configuration rules, CRUD, performance, clone, marketplace, reviews.
+
+Visibility: an agent is readable by its creator, by anyone who can read the
+company that holds it, and by everyone once public; writable only by its
+creator or a global admin. Anything unreadable answers RES_001.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, or_, select, text, true, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from troupe.db import models
+from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
+from troupe.platform import access
+from troupe.platform.agents.schemas import (
+    AgentConfiguration,
+    AgentCreate,
+    AgentListParams,
+    AgentPerformance,
+    AgentRead,
+    AgentUpdate,
+    CloneRequest,
+    PerformanceMetric,
+    PerformanceParams,
+    PerformanceTrends,
+    PublishRequest,
+    ReviewCreate,
+    ReviewListParams,
+    ReviewRead,
+    ReviewResult,
+)
+from troupe.platform.companies.schemas import deep_merge, effective_settings
+from troupe.platform.deps import Principal
+from troupe.platform.schemas import Pagination
+from troupe.providers.catalog import DEFAULT_CONTEXT_WINDOW, context_window
+from troupe.timeutil import iso, utcnow
+
+# Changing any of these changes what the agent does, so the version moves.
+BEHAVIOUR_FIELDS = ("configuration", "model", "provider", "capabilities")
+ACTIVE_TASK_STATES = ("running", "paused")
+
+
+# --------------------------------------------------------------------------- visibility
+
+
+def visible_agents(user: Principal) -> ColumnElement[bool]:
+    """SQL filter: agents the caller may read (own, in a readable company, or public)."""
+    if user.is_global:
+        return true()
+    return or_(models.Agent.created_by == user.id, models.Agent.is_public.is_(True),
+               models.Agent.company_id.in_(access.member_company_ids_subquery(user)))
+
+
+def visible_tools(user: Principal) -> ColumnElement[bool]:
+    """SQL filter: tools the caller may use (own, public, or installed in a readable company)."""
+    if user.is_global:
+        return true()
+    installed = select(models.CompanyTool.tool_id).where(
+        models.CompanyTool.company_id.in_(access.member_company_ids_subquery(user)))
+    return or_(models.Tool.created_by == user.id, models.Tool.is_public.is_(True), models.Tool.id.in_(installed))
+
+
+def can_write(agent: models.Agent, user: Principal) -> bool:
+    return user.is_global or agent.created_by == user.id
+
+
+def _parse_id(value: uuid.UUID | str, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise not_found(what) from exc
+
+
+async def load_agent(session: AsyncSession, user: Principal, agent_id: uuid.UUID | str, *,
+                     write: bool = False, for_update: bool = False) -> models.Agent:
+    aid = _parse_id(agent_id, "Agent")
+    stmt = select(models.Agent).where(models.Agent.id == aid, visible_agents(user))
+    if for_update:
+        stmt = stmt.with_for_update(of=models.Agent)
+    agent = (await session.execute(stmt)).scalar_one_or_none()
+    if agent is None:
+        raise not_found("Agent")
+    if write and not can_write(agent, user):
+        raise forbidden("Only the agent's creator or an admin may change it")
+    return agent
+
+
+async def ensure_tools_visible(session: AsyncSession, user: Principal, tool_ids: list[uuid.UUID],
+                               field: str) -> None:
+    wanted = set(tool_ids)
+    if not wanted:
+        return
+    found = set((await session.execute(
+        select(models.Tool.id).where(models.Tool.id.in_(wanted), visible_tools(user)))).scalars())
+    missing = sorted(str(t) for t in wanted - found)
+    if missing:
+        raise AppError(ErrorCode.RESOURCE_NOT_FOUND, "Tool not found", field=field, details={"toolIds": missing})
+
+
+async def ensure_agent_capacity(session: AsyncSession, company: models.Company, adding: int) -> None:
+    """RES_004 when ``adding`` more agents would exceed the company's maxAgents.
+    Callers hold the company row locked (load_company(..., for_update=True))."""
+    if adding <= 0:
+        return
+    limit = int(effective_settings(company.settings)["maxAgents"])
+    current = await session.scalar(select(func.count()).select_from(models.Agent)
+                                   .where(models.Agent.company_id == company.id)) or 0
+    if current + adding > limit:
+        raise AppError(ErrorCode.RESOURCE_LIMIT_EXCEEDED,
+                       f"The company allows at most {limit} agents ({current} attached)",
+                       details={"maxAgents": limit, "current": current, "adding": adding})
+
+
+def check_configuration(provider: str, model: str, config: dict[str, Any], *, field: str = "configuration") -> None:
+    """Rules that span fields: maxTokens <= contextWindow <= the model's known window."""
+    known = context_window(provider, model)
+    window = int(config["contextWindow"])
+    if known is not None and window > known:
+        raise invalid(f"contextWindow {window} exceeds {model}'s context window of {known} tokens",
+                      field=f"{field}.contextWindow")
+    if int(config["maxTokens"]) > window:
+        raise invalid(f"maxTokens must not exceed contextWindow ({window})", field=f"{field}.maxTokens")
+
+
+def build_configuration(provider: str, model: str, config: AgentConfiguration,
+                        *, field: str = "configuration") -> dict[str, Any]:
+    data = config.model_dump(mode="json", by_alias=True)
+    if "context_window" not in config.model_fields_set:
+        data["contextWindow"] = context_window(provider, model) or DEFAULT_CONTEXT_WINDOW
+    check_configuration(provider, model, data, field=field)
+    return data
+
+
+def bump_patch(version: str | None) -> str:
+    try:
+        major, minor, patch = (int(p) for p in (version or "").split("."))
+    except ValueError:
+        return "1.0.1"
+    return f"{major}.{minor}.{patch + 1}"
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def _review_count():
+    return (select(func.count()).select_from(models.AgentReview)
+            .where(models.AgentReview.agent_id == models.Agent.id).correlate(models.Agent)
+            .scalar_subquery())
+
+
+def to_read(agent: models.Agent, review_count: int = 0) -> AgentRead:
+    return AgentRead(
+        id=agent.id, name=agent.name, description=agent.description, type=agent.type, model=agent.model,
+        provider=agent.provider, status=agent.status, capabilities=list(agent.capabilities or []),
+        configuration=dict(agent.configuration or {}), performance=dict(agent.performance or {}),
+        company_id=agent.company_id, created_by=agent.created_by, tags=list(agent.tags or []),
+        version=agent.version, is_public=bool(agent.is_public), rating=float(agent.rating or 0),
+        review_count=review_count, marketplace=agent.marketplace, created_at=agent.created_at,
+        updated_at=agent.updated_at, last_used_at=agent.last_used_at)
+
+
+async def _read(session: AsyncSession, agent: models.Agent) -> AgentRead:
+    count = await session.scalar(select(func.count()).select_from(models.AgentReview)
+                                 .where(models.AgentReview.agent_id == agent.id)) or 0
+    return to_read(agent, count)
+
+
+def search_filter(column_name: Any, column_description: Any, search: str) -> ColumnElement[bool]:
+    """Full-text (same expression as the ix_<table>_fts index) OR a prefix match for partial words."""
+    document = func.to_tsvector("simple", func.coalesce(column_name, "").op("||")(" ")
+                                .op("||")(func.coalesce(column_description, "")))
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return or_(document.op("@@")(func.plainto_tsquery("simple", search)),
+               column_name.ilike(f"{escaped}%", escape="\\"))
+
+
+_SORTS = {"name": models.Agent.name, "createdAt": models.Agent.created_at, "updatedAt": models.Agent.updated_at,
+          "rating": models.Agent.rating, "type": models.Agent.type, "status": models.Agent.status,
+          "provider": models.Agent.provider}
+
+
+async def list_agents(*, session: AsyncSession, user: Principal,
+                      params: AgentListParams) -> tuple[list[AgentRead], Pagination]:
+    conditions: list[ColumnElement[bool]] = [visible_agents(user)]
+    A = models.Agent
+    if params.search:
+        conditions.append(search_filter(A.name, A.description, params.search))
+    for column, value in ((A.type, params.type), (A.status, params.status), (A.company_id, params.company_id),
+                          (A.provider, params.provider), (A.created_by, params.created_by)):
+        if value is not None:
+            conditions.append(column == value)
+    if params.is_public is not None:
+        conditions.append(A.is_public.is_(params.is_public))
+    if params.tags:
+        conditions.append(A.tags.overlap(params.tags))
+    total = await session.scalar(select(func.count()).select_from(A).where(*conditions)) or 0
+    column = _SORTS[params.sort]
+    ordering = column.asc().nulls_last() if params.order == "asc" else column.desc().nulls_last()
+    rows = (await session.execute(
+        select(A, _review_count()).where(*conditions).order_by(ordering, A.id)
+        .offset((params.page - 1) * params.limit).limit(params.limit))).all()
+    return [to_read(a, n) for a, n in rows], Pagination.of(page=params.page, limit=params.limit, total=total)
+
+
+async def get_agent(*, session: AsyncSession, user: Principal, agent_id: str) -> AgentRead:
+    return await _read(session, await load_agent(session, user, agent_id))
+
+
+# --------------------------------------------------------------------------- writes
+
+
+async def _attach_target(session: AsyncSession, user: Principal, company_id: uuid.UUID | None,
+                         *, field: str = "companyId") -> models.Company | None:
+    if company_id is None:
+        return None
+    try:
+        company = await access.load_company(session, user, company_id, "write", for_update=True)
+    except AppError as exc:
+        exc.field = field
+        raise
+    await ensure_agent_capacity(session, company, 1)
+    return company
+
+
+async def create_agent(*, session: AsyncSession, user: Principal, data: AgentCreate) -> AgentRead:
+    if data.is_public and not user.can("agents:publish"):
+        raise forbidden("Making an agent public needs the agents:publish permission")
+    configuration = build_configuration(data.provider, data.model, data.configuration)
+    await ensure_tools_visible(session, user, data.configuration.tools, "configuration.tools")
+    await _attach_target(session, user, data.company_id)
+    agent = models.Agent(
+        name=data.name, description=data.description, type=data.type, model=data.model, provider=data.provider,
+        status="idle", capabilities=data.capabilities, configuration=configuration, performance={},
+        company_id=data.company_id, created_by=user.id, tags=data.tags, version="1.0.0",
+        is_public=data.is_public)
+    session.add(agent)
+    await session.flush()
+    return to_read(agent)
+
+
+async def update_agent(*, session: AsyncSession, user: Principal, agent_id: str, data: AgentUpdate) -> AgentRead:
+    agent = await load_agent(session, user, agent_id, write=True, for_update=True)
+    patch = data.model_dump(exclude_unset=True, mode="python")
+    for key in ("name", "description", "type", "tags"):
+        if key in patch and patch[key] is not None:
+            setattr(agent, key, patch[key])
+    provider = data.provider or agent.provider
+    model = data.model or agent.model
+    configuration = dict(agent.configuration or {})
+    if data.configuration is not None:
+        configuration = deep_merge(configuration,
+                                   data.configuration.model_dump(mode="json", by_alias=True, exclude_unset=True))
+        # Re-validate the merged whole: stored rows are trusted, the merge may not be.
+        try:
+            merged = AgentConfiguration.model_validate(configuration)
+        except ValueError as exc:
+            raise invalid(f"configuration: {exc}", field="configuration") from exc
+        configuration = merged.model_dump(mode="json", by_alias=True)
+        await ensure_tools_visible(session, user, merged.tools, "configuration.tools")
+    if data.configuration is not None or data.provider or data.model:
+        check_configuration(provider, model, configuration)
+    new_behaviour = {"configuration": configuration, "model": model, "provider": provider,
+                     "capabilities": patch["capabilities"] if patch.get("capabilities") is not None
+                     else list(agent.capabilities or [])}
+    changed = any(new_behaviour[f] != (getattr(agent, f) if f != "capabilities" else list(agent.capabilities or []))
+                  for f in BEHAVIOUR_FIELDS)
+    if changed:
+        agent.configuration, agent.model, agent.provider = configuration, model, provider
+        agent.capabilities = new_behaviour["capabilities"]
+        agent.version = bump_patch(agent.version)
+    if "company_id" in patch and patch["company_id"] != agent.company_id:
+        await _attach_target(session, user, patch["company_id"])
+        agent.company_id = patch["company_id"]
+    agent.updated_at = utcnow()
+    await session.flush()
+    return await _read(session, agent)
+
+
+async def _ensure_idle(session: AsyncSession, agent_id: uuid.UUID) -> None:
+    busy = await session.scalar(select(func.count()).select_from(models.Task).where(
+        models.Task.agent_id == agent_id, models.Task.status.in_(ACTIVE_TASK_STATES)))
+    running = await session.scalar(select(func.count()).select_from(models.TaskExecution).where(
+        models.TaskExecution.agent_id == agent_id, models.TaskExecution.status == "running"))
+    if busy or running:
+        raise AppError(ErrorCode.RESOURCE_IN_USE, "The agent is used by a running task")
+
+
+async def delete_agent(*, session: AsyncSession, user: Principal, agent_id: str) -> None:
+    agent = await load_agent(session, user, agent_id, write=True, for_update=True)
+    await _ensure_idle(session, agent.id)
+    await session.delete(agent)
+    await session.flush()
+
+
+async def clone_agent(*, session: AsyncSession, user: Principal, agent_id: str, data: CloneRequest) -> AgentRead:
+    source = await load_agent(session, user, agent_id)
+    configuration = dict(source.configuration or {})
+    # The clone belongs to the caller: keep only tools the caller may use.
+    tool_ids = [uuid.UUID(t) for t in configuration.get("tools", [])]
+    if tool_ids:
+        usable = set((await session.execute(select(models.Tool.id).where(
+            models.Tool.id.in_(tool_ids), visible_tools(user)))).scalars())
+        configuration["tools"] = [str(t) for t in tool_ids if t in usable]
+    await _attach_target(session, user, data.company_id)
+    agent = models.Agent(
+        name=data.name, description=source.description, type=source.type, model=source.model,
+        provider=source.provider, status="idle", capabilities=list(source.capabilities or []),
+        configuration=configuration, performance={}, company_id=data.company_id, created_by=user.id,
+        tags=list(source.tags or []), version="1.0.0", is_public=False)
+    session.add(agent)
+    await session.flush()
+    return to_read(agent)
+
+
+async def publish_agent(*, session: AsyncSession, user: Principal, agent_id: str,
+                        data: PublishRequest) -> AgentRead:
+    agent = await load_agent(session, user, agent_id, write=True, for_update=True)
+    agent.is_public = True
+    agent.marketplace = {"category": data.category,
+                         "pricing": data.pricing.model_dump(mode="json", by_alias=True) if data.pricing else None,
+                         "documentation": data.documentation, "publishedAt": iso(utcnow()),
+                         "publishedBy": str(user.id)}
+    agent.updated_at = utcnow()
+    await session.flush()
+    return await _read(session, agent)
+
+
+async def unpublish_agent(*, session: AsyncSession, user: Principal, agent_id: str) -> AgentRead:
+    agent = await load_agent(session, user, agent_id, write=True, for_update=True)
+    agent.is_public = False
+    agent.marketplace = None
+    agent.updated_at = utcnow()
+    await session.flush()
+    return await _read(session, agent)
+
+
+async def review_agent(*, session: AsyncSession, user: Principal, agent_id: str,
+                       data: ReviewCreate) -> ReviewResult:
+    agent = await load_agent(session, user, agent_id)
+    if agent.created_by == user.id:
+        raise forbidden("You cannot review your own agent")
+    R = models.AgentReview
+    # ON CONFLICT keeps "one review per user" true under concurrent requests too.
+    review_id = await session.scalar(
+        insert(R).values(agent_id=agent.id, user_id=user.id, rating=data.rating, comment=data.comment)
+        .on_conflict_do_nothing(index_elements=[R.agent_id, R.user_id]).returning(R.id))
+    if review_id is None:
+        raise AppError(ErrorCode.RESOURCE_ALREADY_EXISTS, "You have already reviewed this agent")
+    avg = select(func.coalesce(func.round(func.avg(R.rating), 2), 0)).where(R.agent_id == agent.id) \
+        .scalar_subquery()
+    rating = await session.scalar(update(models.Agent).where(models.Agent.id == agent.id)
+                                  .values(rating=avg).returning(models.Agent.rating))
+    review = await session.get(R, review_id)
+    count = await session.scalar(select(func.count()).select_from(R).where(R.agent_id == agent.id)) or 0
+    return ReviewResult(review=ReviewRead(id=review.id, agent_id=agent.id, user_id=user.id, username=user.username,
+                                          rating=review.rating, comment=review.comment,
+                                          created_at=review.created_at),
+                        agent_rating=float(rating or 0), review_count=count)
+
+
+async def list_reviews(*, session: AsyncSession, user: Principal, agent_id: str,
+                       params: ReviewListParams) -> tuple[list[ReviewRead], Pagination]:
+    agent = await load_agent(session, user, agent_id)
+    R = models.AgentReview
+    total = await session.scalar(select(func.count()).select_from(R).where(R.agent_id == agent.id)) or 0
+    column = R.rating if params.sort == "rating" else R.created_at
+    rows = (await session.execute(
+        select(R, models.User.username).outerjoin(models.User, models.User.id == R.user_id)
+        .where(R.agent_id == agent.id)
+        .order_by(column.asc() if params.order == "asc" else column.desc(), R.id)
+        .offset((params.page - 1) * params.limit).limit(params.limit))).all()
+    items = [ReviewRead(id=r.id, agent_id=r.agent_id, user_id=r.user_id, username=name, rating=r.rating,
+                        comment=r.comment, created_at=r.created_at) for r, name in rows]
+    return items, Pagination.of(page=params.page, limit=params.limit, total=total)
+
+
+# --------------------------------------------------------------------------- performance
+
+_WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7),
+            "month": timedelta(days=30)}
+# trend name -> (date_trunc unit, step, how many buckets)
+_TRENDS = {"daily": ("day", "1 day", 30), "weekly": ("week", "1 week", 12), "monthly": ("month", "1 month", 12)}
+
+# Numbers inside JSONB metadata, ignoring values of any other JSON type.
+_COST = "CASE WHEN jsonb_typeof(e.metadata->'cost') = 'number' THEN (e.metadata->>'cost')::numeric END"
+_TOKENS = ("CASE WHEN jsonb_typeof(e.metadata->'tokensUsed') = 'number' "
+           "THEN (e.metadata->>'tokensUsed')::numeric END")
+
+_TREND_SQL = text(f"""
+WITH buckets AS (
+  SELECT generate_series(date_trunc(:unit, CAST(:start AS timestamp)), date_trunc(:unit, CAST(:now AS timestamp)),
+                         CAST(:step AS interval)) AS b
+)
+SELECT b.b AS bucket,
+       count(e.id) FILTER (WHERE e.status IN ('completed', 'failed')) AS requests,
+       coalesce(avg(e.execution_time) FILTER (WHERE e.status IN ('completed', 'failed')), 0) AS response_time,
+       count(e.id) FILTER (WHERE e.status = 'failed') AS failures,
+       coalesce(sum({_COST}), 0) AS cost,
+       coalesce(sum({_TOKENS}), 0) AS tokens
+FROM buckets b
+LEFT JOIN task_executions e
+  ON e.agent_id = :agent_id AND e.started_at >= b.b AND e.started_at < b.b + CAST(:step AS interval)
+GROUP BY b.b ORDER BY b.b
+""")
+
+_SUMMARY_SQL = text(f"""
+SELECT count(*) FILTER (WHERE e.status IN ('completed', 'failed')) AS requests,
+       count(*) FILTER (WHERE e.status = 'completed') AS successes,
+       count(*) FILTER (WHERE e.status = 'failed') AS failures,
+       coalesce(avg(e.execution_time) FILTER (WHERE e.status IN ('completed', 'failed')), 0) AS response_time,
+       coalesce(avg({_TOKENS}) FILTER (WHERE e.status IN ('completed', 'failed')), 0) AS avg_tokens,
+       coalesce(sum({_TOKENS}), 0) AS tokens,
+       coalesce(sum({_COST}), 0) AS cost,
+       max(coalesce(e.completed_at, e.started_at)) AS last_used,
+       count(DISTINCT e.task_id) AS tasks
+FROM task_executions e
+WHERE e.agent_id = :agent_id AND (CAST(:since AS timestamp) IS NULL OR e.started_at >= CAST(:since AS timestamp))
+""")
+
+
+async def performance(*, session: AsyncSession, user: Principal, agent_id: str,
+                      params: PerformanceParams) -> AgentPerformance:
+    agent = await load_agent(session, user, agent_id)
+    now = utcnow()
+    since = now - _WINDOWS[params.period] if params.period else None
+    s = (await session.execute(_SUMMARY_SQL, {"agent_id": agent.id, "since": since})).one()
+    satisfaction = await session.scalar(select(func.avg(models.AgentReview.rating))
+                                        .where(models.AgentReview.agent_id == agent.id))
+    wanted = params.metrics or list(_TRENDS)
+    trends: dict[str, list[PerformanceMetric]] = {}
+    for name in wanted:
+        unit, step, count = _TRENDS[name]
+        start = _bucket_start(now, unit, count)
+        rows = (await session.execute(_TREND_SQL, {"unit": unit, "step": step, "start": start, "now": now,
+                                                   "agent_id": agent.id})).all()
+        trends[name] = [PerformanceMetric(
+            date=r.bucket.date().isoformat(), requests=r.requests, response_time=round(float(r.response_time), 3),
+            error_rate=round(r.failures / r.requests, 4) if r.requests else 0.0, cost=float(r.cost),
+            tokens=int(r.tokens)) for r in rows]
+    requests = int(s.requests)
+    return AgentPerformance(
+        period=params.period, since=since, total_requests=requests, successful_requests=int(s.successes),
+        failed_requests=int(s.failures), average_response_time=round(float(s.response_time), 3),
+        average_tokens_used=round(float(s.avg_tokens), 3), total_tokens=int(s.tokens), total_cost=float(s.cost),
+        last_used_at=s.last_used or agent.last_used_at,
+        error_rate=round(int(s.failures) / requests, 4) if requests else 0.0,
+        satisfaction_score=round(float(satisfaction), 2) if satisfaction is not None else None,
+        cost_per_request=round(float(s.cost) / requests, 6) if requests else 0.0,
+        popularity_score=int(s.tasks), trends=PerformanceTrends(**trends))
+
+
+def _bucket_start(now: datetime, unit: str, count: int) -> datetime:
+    if unit == "day":
+        return now - timedelta(days=count - 1)
+    if unit == "week":
+        return now - timedelta(weeks=count - 1)
+    month_index = now.year * 12 + now.month - 1 - (count - 1)
+    return now.replace(year=month_index // 12, month=month_index % 12 + 1, day=1)

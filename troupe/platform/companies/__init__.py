@@ -1,0 +1,1 @@
+"""Companies: CRUD, members, metrics, logs, tasks, duplicate, export and import."""

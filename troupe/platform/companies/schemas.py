@@ -1,0 +1,521 @@
+"""Request and response bodies of the company routes (the spec's Company model)."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
+
+from troupe.platform.agents.schemas import AgentConfiguration, AgentRead, AgentType
+from troupe.platform.schemas import CamelModel, StrictInput
+from troupe.providers.catalog import ProviderName
+
+CompanyType = Literal["software", "research", "content", "consulting", "ecommerce", "finance", "healthcare",
+                      "education", "other"]
+Industry = Literal["technology", "finance", "healthcare", "education", "retail", "manufacturing", "consulting",
+                   "media", "other"]
+CompanyStatus = Literal["active", "idle", "error", "maintenance", "paused"]
+MemberRole = Literal["member", "viewer"]
+NodeType = Literal["input", "agent", "tool", "output", "condition", "loop", "delay", "webhook", "email"]
+EdgeType = Literal["default", "conditional", "success", "error"]
+TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled", "paused"]
+LogLevel = Literal["debug", "info", "warn", "error"]
+
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+
+
+def _http_url(value: str) -> str:
+    if not value.lower().startswith(("http://", "https://")) or len(value) < 10 or " " in value:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+def _ip_or_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP address or CIDR range") from exc
+    return value
+
+
+HttpUrlStr = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_http_url)]
+IpRange = Annotated[str, StringConstraints(max_length=64), AfterValidator(_ip_or_cidr)]
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class RetryPolicy(StrictInput):
+    max_retries: int = Field(3, ge=0, le=20)
+    backoff_strategy: Literal["linear", "exponential"] = "exponential"
+    initial_delay: int = Field(1000, ge=0, le=3_600_000, description="milliseconds")
+    max_delay: int = Field(30_000, ge=0, le=86_400_000, description="milliseconds")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryPolicy:
+        if self.max_delay < self.initial_delay:
+            raise ValueError("maxDelay must be >= initialDelay")
+        return self
+
+
+class SecuritySettings(StrictInput):
+    ip_whitelist: list[IpRange] = Field(default_factory=list, max_length=100)
+    require_mfa: bool = Field(False, alias="requireMFA")
+    session_timeout: int = Field(3600, ge=60, le=604_800, description="seconds")
+
+
+class BillingIn(StrictInput):
+    plan: Literal["free", "pro", "enterprise"] = "free"
+    monthly_limit: float = Field(100.0, ge=0, le=10_000_000)
+
+
+class CompanySettingsIn(StrictInput):
+    """The spec's CompanySettings with its defaults. On create the body is merged
+    over these defaults; on update over the stored settings (field by field)."""
+
+    auto_start: bool = False
+    max_agents: int = Field(10, ge=1, le=1000)
+    max_tools: int = Field(20, ge=1, le=1000)
+    max_concurrency: int = Field(5, ge=1, le=1000)
+    notify_on_completion: bool = True
+    api_rate_limit: int = Field(1000, ge=1, le=1_000_000, description="requests per hour")
+    memory_size: float = Field(1, ge=0, le=1024, description="GB")
+    visibility: Literal["private", "team", "public"] = "private"
+    webhook_url: HttpUrlStr | None = None
+    slack_channel: str | None = Field(None, max_length=100)
+    email_notifications: bool = True
+    sms_notifications: bool = False
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    billing: BillingIn = Field(default_factory=BillingIn)
+
+
+class Billing(BillingIn):
+    current_usage: float = 0.0  # server-owned
+
+
+class CompanySettings(CompanySettingsIn):
+    billing: Billing = Field(default_factory=Billing)
+
+
+def default_settings() -> dict[str, Any]:
+    return CompanySettings().model_dump(mode="json", by_alias=True)
+
+
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def effective_settings(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """Stored settings over the defaults (older rows may lack newer keys)."""
+    return deep_merge(default_settings(), stored or {})
+
+
+# --------------------------------------------------------------------------- workflow drafts
+
+
+class Position(StrictInput):
+    x: float = Field(ge=-1e6, le=1e6)
+    y: float = Field(ge=-1e6, le=1e6)
+
+
+class Condition(StrictInput):
+    field: str = Field(min_length=1, max_length=200)
+    operator: Literal["equals", "not_equals", "contains", "greater_than", "less_than", "exists"]
+    value: Any = None
+    logic: Literal["and", "or"] | None = None
+
+
+class NodeData(StrictInput):
+    label: str = Field(min_length=1, max_length=200)
+    agent_id: str | None = Field(None, max_length=100)
+    tool_id: str | None = Field(None, max_length=100)
+    configuration: dict[str, Any] | None = None
+    conditions: list[Condition] | None = Field(None, max_length=50)
+
+
+class NodeStyle(StrictInput):
+    background_color: str | None = Field(None, max_length=50)
+    border_color: str | None = Field(None, max_length=50)
+    color: str | None = Field(None, max_length=50)
+
+
+class WorkflowNode(StrictInput):
+    id: str = Field(min_length=1, max_length=100)
+    type: NodeType
+    position: Position
+    data: NodeData
+    style: NodeStyle | None = None
+
+
+class EdgeStyle(StrictInput):
+    stroke: str | None = Field(None, max_length=50)
+    stroke_width: float | None = Field(None, ge=0, le=100)
+
+
+class WorkflowEdge(StrictInput):
+    id: str = Field(min_length=1, max_length=100)
+    source: str = Field(min_length=1, max_length=100)
+    target: str = Field(min_length=1, max_length=100)
+    type: EdgeType | None = None
+    condition: str | None = Field(None, max_length=2000)
+    animated: bool | None = None
+    style: EdgeStyle | None = None
+
+
+class WorkflowDraft(StrictInput):
+    nodes: list[WorkflowNode] = Field(default_factory=list, max_length=500)
+    edges: list[WorkflowEdge] = Field(default_factory=list, max_length=2000)
+
+
+# --------------------------------------------------------------------------- company bodies
+
+
+class CompanyCreate(StrictInput):
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=5000)
+    type: CompanyType
+    industry: Industry
+    agents: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+    tools: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+    workflow: WorkflowDraft | None = None
+    settings: CompanySettingsIn | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    logo: HttpUrlStr | None = None
+    website: HttpUrlStr | None = None
+
+
+class TeamMemberIn(StrictInput):
+    user_id: uuid.UUID
+    role: MemberRole = "member"
+
+
+class CompanyUpdate(StrictInput):
+    """Partial update. Members: ``teamMembers`` replaces the whole list;
+    ``addMembers`` / ``removeMembers`` change it incrementally (not both styles at once)."""
+
+    name: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=5000)
+    type: CompanyType | None = None
+    industry: Industry | None = None
+    settings: CompanySettingsIn | None = None
+    tags: list[Tag] | None = Field(None, max_length=20)
+    logo: HttpUrlStr | None = None
+    website: HttpUrlStr | None = None
+    team_members: list[TeamMemberIn] | None = Field(None, max_length=500)
+    add_members: list[TeamMemberIn] | None = Field(None, max_length=500)
+    remove_members: list[uuid.UUID] | None = Field(None, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_style(self) -> CompanyUpdate:
+        if self.team_members is not None and (self.add_members or self.remove_members):
+            raise ValueError("use either teamMembers or addMembers/removeMembers, not both")
+        return self
+
+
+class DuplicateRequest(StrictInput):
+    name: str = Field(min_length=1, max_length=255)
+    include_data: bool = Field(False, description="Also copy team members and their roles")
+
+
+# --------------------------------------------------------------------------- export document
+
+
+class ExportCompany(StrictInput):
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=5000)
+    type: CompanyType
+    industry: Industry
+    settings: CompanySettingsIn = Field(default_factory=CompanySettingsIn)
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    logo: HttpUrlStr | None = None
+    website: HttpUrlStr | None = None
+
+
+class ExportAgent(StrictInput):
+    id: str = Field(min_length=1, max_length=100, description="Reference inside the document")
+    name: str = Field(min_length=1, max_length=255)
+    description: str = Field("", max_length=5000)
+    type: AgentType
+    model: str = Field(min_length=1, max_length=100)
+    provider: ProviderName
+    capabilities: list[Tag] = Field(default_factory=list, max_length=50)
+    configuration: AgentConfiguration = Field(default_factory=AgentConfiguration)
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+
+
+class ExportToolLink(StrictInput):
+    id: uuid.UUID
+    name: str | None = Field(None, max_length=255)
+    version: str | None = Field(None, max_length=20)
+
+
+class ExportWorkflow(StrictInput):
+    id: str | None = Field(None, max_length=100)
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=5000)
+    version: str = Field("1.0.0", max_length=20)
+    nodes: list[WorkflowNode] = Field(default_factory=list, max_length=500)
+    edges: list[WorkflowEdge] = Field(default_factory=list, max_length=2000)
+    configuration: dict[str, Any] = Field(default_factory=dict)
+    triggers: list[dict[str, Any]] = Field(default_factory=list, max_length=50)
+    schedule: dict[str, Any] | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+
+
+class CompanyDocument(StrictInput):
+    """``POST /companies/:id/export`` output and ``/import`` input: versioned, secrets removed."""
+
+    format: Literal["troupe.company"]
+    version: Literal[1]
+    exported_at: str | None = Field(None, max_length=40)
+    company: ExportCompany
+    agents: list[ExportAgent] = Field(default_factory=list, max_length=1000)
+    tools: list[ExportToolLink] = Field(default_factory=list, max_length=1000)
+    workflows: list[ExportWorkflow] = Field(default_factory=list, max_length=200)
+
+    @model_validator(mode="after")
+    def _unique_refs(self) -> CompanyDocument:
+        ids = [a.id for a in self.agents]
+        if len(ids) != len(set(ids)):
+            raise ValueError("agent ids must be unique within the document")
+        return self
+
+
+class ImportRequest(StrictInput):
+    data: CompanyDocument
+    overwrite: bool = Field(False, description="Replace the company's configuration, agents, tool links "
+                                               "and workflows instead of adding to them")
+
+
+class ImportResult(CamelModel):
+    company_id: uuid.UUID
+    overwritten: bool
+    agents: dict[str, uuid.UUID] = Field(description="document agent id -> new agent id")
+    workflows: list[uuid.UUID]
+    tools_installed: list[uuid.UUID]
+
+
+# --------------------------------------------------------------------------- responses
+
+
+class MemberRead(CamelModel):
+    user_id: uuid.UUID
+    username: str | None
+    role: Literal["owner", "member", "viewer"]
+
+
+class ToolLinkRead(CamelModel):
+    id: uuid.UUID
+    name: str
+    version: str | None
+    type: str
+    category: str
+    installed_at: datetime | None
+
+
+class WorkflowSummary(CamelModel):
+    id: uuid.UUID
+    name: str
+    version: str | None
+    status: str | None
+    node_count: int
+    edge_count: int
+    updated_at: datetime | None
+    last_executed_at: datetime | None
+
+
+class ResourceUsage(CamelModel):
+    cpu: float
+    memory: float
+    storage: int = Field(description="bytes of files stored for the company")
+    tokens: int
+
+
+class CostBreakdown(CamelModel):
+    api: float = Field(description="provider cost recorded on node executions")
+    other: float = Field(description="task cost not attributed to a node execution")
+
+
+class Costs(CamelModel):
+    monthly: float
+    total: float
+    breakdown: CostBreakdown
+
+
+class Performance(CamelModel):
+    response_time: float = Field(description="average node execution time, ms")
+    throughput: float = Field(description="tasks finished per hour over the last 24 hours")
+
+
+class CompanyMetrics(CamelModel):
+    total_tasks: int
+    completed_tasks: int
+    failed_tasks: int
+    pending_tasks: int
+    running_tasks: int
+    average_execution_time: float
+    success_rate: float
+    last_execution_at: datetime | None
+    resource_usage: ResourceUsage
+    costs: Costs
+    performance: Performance
+
+
+class CompanyRead(CamelModel):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    type: str
+    industry: str | None
+    status: str | None
+    owner_id: uuid.UUID | None
+    team_members: list[uuid.UUID]
+    settings: CompanySettings
+    tags: list[str]
+    logo: str | None
+    website: str | None
+    agent_count: int = 0
+    tool_count: int = 0
+    my_role: Literal["admin", "owner", "member", "viewer"] | None = None
+    metrics: CompanyMetrics | None = None
+    created_at: datetime | None
+    updated_at: datetime | None
+    last_activity_at: datetime | None
+
+
+class CompanyDetail(CompanyRead):
+    members: list[MemberRead]
+    agents: list[AgentRead]
+    tools: list[ToolLinkRead]
+    workflows: list[WorkflowSummary]
+    workflow: WorkflowSummary | None = Field(None, description="The most recently updated active (else any) workflow")
+
+
+class MetricsTotals(CamelModel):
+    total_tasks: int
+    completed_tasks: int
+    failed_tasks: int
+    cancelled_tasks: int
+    pending_tasks: int
+    running_tasks: int
+    success_rate: float
+    average_duration: float = Field(description="ms, completed tasks")
+    total_cost: float
+    total_tokens: int
+    executions: int
+    failed_executions: int
+
+
+class TrendPoint(CamelModel):
+    date: str
+    tasks: int
+    completed: int
+    failed: int
+    success_rate: float
+    average_duration: float
+    cost: float
+    tokens: int
+
+
+class CompanyMetricsReport(CamelModel):
+    company_id: uuid.UUID
+    period: Literal["hour", "day", "week", "month"]
+    start_date: datetime
+    end_date: datetime
+    totals: MetricsTotals
+    trend: list[TrendPoint]
+
+
+class LogRead(CamelModel):
+    id: uuid.UUID
+    level: str
+    source: str
+    message: str
+    details: Any = None
+    user_id: uuid.UUID | None
+    company_id: uuid.UUID | None
+    task_id: uuid.UUID | None
+    request_id: str | None
+    duration: int | None
+    created_at: datetime | None
+
+
+class TaskRead(CamelModel):
+    """The spec's Task model."""
+
+    id: uuid.UUID
+    name: str
+    description: str | None
+    type: str
+    status: str | None
+    priority: str | None
+    company_id: uuid.UUID | None
+    workflow_id: uuid.UUID | None
+    agent_id: uuid.UUID | None
+    input: Any = None
+    output: Any = None
+    error: Any = None
+    progress: int | None
+    current_step: str | None
+    total_steps: int | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    execution_time: int | None
+    estimated_completion: datetime | None
+    created_by: uuid.UUID | None
+    assigned_to: uuid.UUID | None
+    tags: list[str]
+    metadata: dict[str, Any] = Field(validation_alias="meta")
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+# --------------------------------------------------------------------------- query parameters
+
+
+class CompanyListParams(CamelModel):
+    page: int = Field(1, ge=1, le=100_000)
+    limit: int = Field(20, ge=1, le=100)
+    sort: Literal["name", "createdAt", "updatedAt", "type", "industry", "status", "lastActivityAt"] = "createdAt"
+    order: Literal["asc", "desc"] = "desc"
+    search: str | None = Field(None, max_length=200)
+    type: CompanyType | None = None
+    status: CompanyStatus | None = None
+    owner_id: uuid.UUID | None = None
+    industry: Industry | None = None
+    tags: list[Tag] | None = Field(None, max_length=20)
+
+
+class MetricsParams(CamelModel):
+    period: Literal["hour", "day", "week", "month"] = "day"
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+
+class LogParams(CamelModel):
+    page: int = Field(1, ge=1, le=100_000)
+    limit: int = Field(50, ge=1, le=100)
+    level: LogLevel | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    search: str | None = Field(None, max_length=200)
+
+
+class TaskListParams(CamelModel):
+    page: int = Field(1, ge=1, le=100_000)
+    limit: int = Field(20, ge=1, le=100)
+    sort: Literal["createdAt", "updatedAt", "priority", "status", "name", "startedAt", "completedAt"] = "createdAt"
+    order: Literal["asc", "desc"] = "desc"
+    status: TaskStatus | None = None
+    priority: Literal["low", "medium", "high", "urgent"] | None = None
+    type: Literal["workflow", "single_agent", "batch", "scheduled"] | None = None
