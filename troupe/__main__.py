@@ -49,11 +49,66 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     print("migrations applied")
 
 
+def _run_with_db(coro_factory) -> None:
+    import asyncio
+
+    from troupe.errors import AppError
+    from troupe.infra.bootstrap import prepare
+
+    prepare(migrate=True)
+
+    async def go() -> str:
+        from troupe.db.session import dispose_engine
+
+        try:
+            return await coro_factory()
+        finally:
+            await dispose_engine()
+
+    try:
+        print(asyncio.run(go()))
+    except AppError as exc:
+        sys.exit(f"error: {exc.message}")
+
+
+def cmd_create_admin(args: argparse.Namespace) -> None:
+    from troupe.platform.users.service import ensure_admin
+
+    _run_with_db(lambda: ensure_admin(email=args.email, password=args.password))
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from troupe.platform.users.service import promote_admin
+
+    _run_with_db(lambda: promote_admin(email=args.email))
+
+
+def cmd_outbox(args: argparse.Namespace) -> None:
+    from troupe.infra.mail import read_outbox
+
+    messages = read_outbox(args.to)[-args.last:] if args.last > 0 else read_outbox(args.to)
+    if not messages:
+        print("(outbox is empty)")
+    for message in messages:
+        print(f"--- {message['createdAt']}  to: {message['to']}\nSubject: {message['subject']}\n\n{message['body']}\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="troupe")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start Ray, Serve and the API").set_defaults(func=cmd_run)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    admin = sub.add_parser("create-admin", help="create (or promote) a super admin account")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--password", required=True)
+    admin.set_defaults(func=cmd_create_admin)
+    promote = sub.add_parser("promote", help="make an existing account super admin")
+    promote.add_argument("--email", required=True)
+    promote.set_defaults(func=cmd_promote)
+    outbox = sub.add_parser("outbox", help="print mail from the development outbox")
+    outbox.add_argument("--to", help="only messages to this address")
+    outbox.add_argument("--last", type=int, default=10, help="how many of the newest messages (0 = all)")
+    outbox.set_defaults(func=cmd_outbox)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
 
     # Rate limits (general API, plus the tighter auth limits)
     rate_limit_window_ms: Millis = timedelta(minutes=15)
-    rate_limit_max_requests: int = 1000
+    rate_limit_max_requests: int = 10000  # per client IP per window; high enough for one-IP test runs
     rate_limit_skip_successful_requests: bool = False
     auth_rate_limit_window: Duration = Field(timedelta(minutes=1), validation_alias="TROUPE_AUTH_RATE_WINDOW")
     auth_rate_limit_per_ip: int = Field(30, validation_alias="TROUPE_AUTH_RATE_PER_IP")

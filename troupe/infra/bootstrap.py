@@ -4,6 +4,7 @@ Ray process (replicas, actors, node tasks) must share."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -43,7 +44,20 @@ def prepare(*, migrate: bool = True) -> dict[str, str]:
         from troupe.db.migrate import upgrade
 
         upgrade(settings.database_url or "")
+        if settings.admin_email and settings.admin_password:
+            log.warning(asyncio.run(_ensure_admin(settings.admin_email, settings.admin_password)))
     return runtime_env_vars()
+
+
+async def _ensure_admin(email: str, password: str) -> str:
+    """TROUPE_ADMIN_EMAIL / TROUPE_ADMIN_PASSWORD: create or promote the super admin."""
+    from troupe.db.session import dispose_engine
+    from troupe.platform.users.service import ensure_admin
+
+    try:
+        return await ensure_admin(email=email, password=password)
+    finally:
+        await dispose_engine()
 
 
 def runtime_env_vars() -> dict[str, str]:

@@ -74,8 +74,6 @@ def create_app(*, behind_serve: bool = False) -> FastAPI:
 # Each domain package under troupe/platform/ exposes `router` in its router.py.
 DOMAINS: list[str] = [
     "health",
-    "companies",
-    "agents",
     "realtime",
     "notifications",
     "tools",

@@ -1,0 +1,212 @@
+"""User JSON (the spec's User model, never a hash or token column) and the users bodies."""
+
+from __future__ import annotations
+
+import uuid
+import zoneinfo
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from troupe.platform.schemas import CamelModel, StrictInput
+
+Role = Literal["admin", "user", "viewer"]
+Status = Literal["active", "inactive", "suspended"]
+
+# The spec gives the shape of UserProfile but no values; these are what a new account sees.
+DEFAULT_PREFERENCES: dict[str, Any] = {
+    "theme": "auto",
+    "sidebarCollapsed": False,
+    "notifications": {"email": True, "sms": False, "push": True, "slack": False, "taskCompletion": True,
+                      "systemAlerts": True, "weeklyReport": False},
+    "dashboard": {"defaultView": "overview", "chartsEnabled": True, "refreshInterval": 30, "compactMode": False},
+}
+DEFAULT_PROFILE: dict[str, Any] = {"timezone": "UTC", "language": "en"}
+
+
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def full_profile(profile: dict[str, Any] | None, preferences: dict[str, Any] | None) -> dict[str, Any]:
+    """``users.profile`` holds bio..language, ``users.preferences`` the preferences object."""
+    out = deep_merge(DEFAULT_PROFILE, profile or {})
+    out["preferences"] = deep_merge(DEFAULT_PREFERENCES, preferences or {})
+    return out
+
+
+@lru_cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) | {"UTC"}
+
+
+# --------------------------------------------------------------------------- responses
+
+
+class NotificationSettings(CamelModel):
+    email: bool
+    sms: bool
+    push: bool
+    slack: bool
+    webhook: str | None = None
+    task_completion: bool
+    system_alerts: bool
+    weekly_report: bool
+
+
+class DashboardSettings(CamelModel):
+    default_view: Literal["overview", "companies", "agents", "tools"]
+    charts_enabled: bool
+    refresh_interval: int = Field(description="Seconds")
+    compact_mode: bool
+
+
+class Preferences(CamelModel):
+    theme: Literal["light", "dark", "auto"]
+    sidebar_collapsed: bool
+    notifications: NotificationSettings
+    dashboard: DashboardSettings
+
+
+class UserProfile(CamelModel):
+    bio: str | None = None
+    company: str | None = None
+    location: str | None = None
+    website: str | None = None
+    timezone: str
+    language: str
+    preferences: Preferences
+
+
+class UserOut(CamelModel):
+    id: uuid.UUID
+    email: str
+    username: str
+    first_name: str
+    last_name: str
+    avatar: str | None = None
+    role: str
+    status: str
+    permissions: list[str]
+    profile: UserProfile
+    companies: list[uuid.UUID]
+    email_verified: bool
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    last_login_at: datetime | None = None
+
+
+class ActivityEntry(CamelModel):
+    id: uuid.UUID
+    level: str
+    source: str
+    message: str
+    action: str | None = None
+    details: dict[str, Any] | None = None
+    company_id: uuid.UUID | None = None
+    request_id: str | None = None
+    created_at: datetime | None = None
+
+
+class InvitationOut(CamelModel):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    user_id: uuid.UUID | None = None
+    email: str
+    role: str
+    message: str | None = None
+    status: str
+    invited_by: uuid.UUID | None = None
+    expires_at: datetime
+    created_at: datetime | None = None
+    accepted_at: datetime | None = None
+
+
+class Membership(CamelModel):
+    company_id: uuid.UUID
+    role: str
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class NotificationPatch(StrictInput):
+    email: bool | None = None
+    sms: bool | None = None
+    push: bool | None = None
+    slack: bool | None = None
+    webhook: str | None = Field(None, max_length=2000, pattern=r"^https://\S+$")
+    task_completion: bool | None = None
+    system_alerts: bool | None = None
+    weekly_report: bool | None = None
+
+
+class DashboardPatch(StrictInput):
+    default_view: Literal["overview", "companies", "agents", "tools"] | None = None
+    charts_enabled: bool | None = None
+    refresh_interval: int | None = Field(None, ge=5, le=86_400)
+    compact_mode: bool | None = None
+
+
+class PreferencesPatch(StrictInput):
+    theme: Literal["light", "dark", "auto"] | None = None
+    sidebar_collapsed: bool | None = None
+    notifications: NotificationPatch | None = None
+    dashboard: DashboardPatch | None = None
+
+
+class ProfilePatch(StrictInput):
+    bio: str | None = Field(None, max_length=2000)
+    company: str | None = Field(None, max_length=200)
+    location: str | None = Field(None, max_length=200)
+    website: str | None = Field(None, max_length=500, pattern=r"^https?://\S+$")
+    timezone: str | None = Field(None, max_length=64)
+    language: str | None = Field(None, min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+    preferences: PreferencesPatch | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is not None and value not in _timezones():
+            raise ValueError("unknown IANA time zone")
+        return value
+
+
+class UserUpdate(StrictInput):
+    """What a user may change about an account; role and status have their own routes."""
+
+    first_name: str | None = Field(None, min_length=1, max_length=100)
+    last_name: str | None = Field(None, min_length=1, max_length=100)
+    avatar: str | None = Field(None, max_length=2000, pattern=r"^(https?://|data:image/)\S+$")
+    profile: ProfilePatch | None = None
+
+
+class RoleUpdate(StrictInput):
+    role: Role
+
+
+class StatusUpdate(StrictInput):
+    status: Status
+    reason: str | None = Field(None, max_length=500)
+
+
+class InviteRequest(StrictInput):
+    company_id: uuid.UUID
+    role: Literal["member", "viewer"] = "member"
+    message: str | None = Field(None, max_length=2000)
+
+
+class AcceptInvitation(StrictInput):
+    token: str = Field(min_length=10, max_length=200)
+
+
+UserSort = Literal["createdAt", "updatedAt", "lastLoginAt", "username", "email", "firstName", "lastName",
+                   "role", "status"]
