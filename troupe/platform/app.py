@@ -15,6 +15,7 @@ from troupe.config import get_settings
 from troupe.infra.metrics import HttpMetricsMiddleware
 from troupe.platform import handlers
 from troupe.platform.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from troupe.platform.ratelimit import ApiRateLimitMiddleware
 
 log = logging.getLogger("troupe")
 
@@ -48,6 +49,9 @@ def create_app(*, behind_serve: bool = False) -> FastAPI:
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
     handlers.install(app)
+    # Added before CORS so that CORS (outer) also decorates a 429.
+    app.add_middleware(ApiRateLimitMiddleware, limit=settings.rate_limit_max_requests,
+                       window_seconds=settings.rate_limit_window_ms.total_seconds())
 
     origins = [o.strip() for o in settings.cors_origin.split(",") if o.strip()]
     app.add_middleware(
@@ -74,6 +78,10 @@ def create_app(*, behind_serve: bool = False) -> FastAPI:
 # Each domain package under troupe/platform/ exposes `router` in its router.py.
 DOMAINS: list[str] = [
     "health",
+    "companies",
+    "agents",
+    "auth",
+    "users",
     "realtime",
     "notifications",
     "tools",
