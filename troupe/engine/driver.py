@@ -488,7 +488,7 @@ class RunDriver:
         outputs = [n for n in self.main if self.by_id[n].get("type") == "output" and
                    self.outcomes.get(n, Outcome("skipped")).kind == "ok"]
         if not outputs:
-            sources = {e.get("source") for e in self.edges}
+            sources = {e.get("source") for e in self.edges if e.get("target") in self.main}
             outputs = [n for n in self.main if n not in sources and self.outcomes.get(n, Outcome("x")).kind == "ok"]
         if len(outputs) == 1:
             return self.outcomes[outputs[0]].output

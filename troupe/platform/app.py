@@ -85,6 +85,8 @@ DOMAINS: list[str] = [
     "realtime",
     "notifications",
     "tools",
+    "tasks",
+    "execution",
 ]
 
 
@@ -92,3 +94,5 @@ def _include_routers(app: FastAPI) -> None:
     for name in DOMAINS:
         module = importlib.import_module(f"troupe.platform.{name}.router")
         app.include_router(module.router)
+        if hasattr(module, "startup_hook"):
+            app.state.startup_hooks.append(module.startup_hook)

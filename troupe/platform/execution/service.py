@@ -1,0 +1,183 @@
+"""Company start/stop/pause/resume, workflow execution, agent test/train and tool test.
+
+Company control (stored on the company row, applied by its CompanyActor):
+- ``start``: clears the stop switch, status ``active``; queued tasks are admitted.
+- ``stop``: sets the stop switch, status ``idle``; running tasks are cancelled, queued
+  ones are cancelled too, and executing is refused with BIZ_002 until ``start``.
+- ``pause``: status ``paused``; the queue is held and running tasks pause at their
+  next node boundary (they resume with the company).
+- ``resume``: status ``active``; tasks paused by the company are queued again.
+A company in ``maintenance`` refuses execution with BIZ_008.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from troupe.actors import handles
+from troupe.db import models
+from troupe.errors import AppError, ErrorCode, invalid, not_found
+from troupe.platform.access import load_company
+from troupe.platform.deps import Principal
+from troupe.platform.execution import schemas
+from troupe.platform.tasks import schemas as task_schemas
+from troupe.platform.tasks import service as tasks
+from troupe.timeutil import utcnow
+
+
+async def control_company(*, session: AsyncSession, user: Principal, company_id: str,
+                          action: str) -> schemas.CompanyControl:
+    company = await load_company(session, user, company_id, "execute", for_update=True)
+    if action == "start":
+        company.execution_stopped = False
+        company.status = "active"
+    elif action == "stop":
+        company.execution_stopped = True
+        company.status = "idle"
+        await session.execute(update(models.Task).where(
+            models.Task.company_id == company.id,
+            (models.Task.status == "paused") | ((models.Task.status == "pending") & models.Task.queued_at.is_not(None))
+        ).values(status="cancelled", completed_at=utcnow(),
+                 error={"code": "CANCELLED", "message": "company stopped", "recoverable": True, "retryCount": 0}))
+    elif action == "pause":
+        if company.execution_stopped:
+            raise AppError(ErrorCode.AGENT_UNAVAILABLE, "The company is stopped; start it first")
+        company.status = "paused"
+    elif action == "resume":
+        if company.execution_stopped:
+            raise AppError(ErrorCode.AGENT_UNAVAILABLE, "The company is stopped; start it first")
+        if company.status == "maintenance":
+            raise AppError(ErrorCode.MAINTENANCE_MODE, "The company is in maintenance")
+        company.status = "active"
+        await session.execute(update(models.Task).where(
+            models.Task.company_id == company.id, models.Task.status == "paused",
+            models.Task.started_at.is_not(None)).values(status="pending", queued_at=utcnow()))
+    company.last_activity_at = utcnow()
+    await session.commit()
+    result = await handles.call(handles.company_name(str(company.id)), "set_mode", action)
+    return schemas.CompanyControl(company_id=str(company.id), status=company.status or "idle",
+                                  execution_stopped=company.execution_stopped, running=int(result.get("running", 0)))
+
+
+async def execute_workflow(*, session: AsyncSession, user: Principal, workflow_id: str,
+                           body: schemas.WorkflowExecute) -> models.Task:
+    try:
+        wid = uuid.UUID(workflow_id)
+    except ValueError as exc:
+        raise not_found("Workflow") from exc
+    workflow = await session.get(models.Workflow, wid)
+    if workflow is None or workflow.company_id is None:
+        raise not_found("Workflow")
+    await load_company(session, user, workflow.company_id, "execute")
+    task = await tasks.create(session=session, user=user, body=task_schemas.TaskCreate(
+        name=body.name or f"{workflow.name} run", type="workflow", priority=body.priority,
+        company_id=workflow.company_id, workflow_id=workflow.id, input=body.input))
+    await session.flush()
+    workflow.last_executed_at = utcnow()
+    return await tasks.execute(session=session, user=user, task_id=str(task.id),
+                               body=task_schemas.TaskExecute(variables=body.variables))
+
+
+async def workflow_executions(*, session: AsyncSession, user: Principal, workflow_id: str, page: int,
+                              limit: int) -> tuple[list[models.Task], int]:
+    try:
+        wid = uuid.UUID(workflow_id)
+    except ValueError as exc:
+        raise not_found("Workflow") from exc
+    workflow = await session.get(models.Workflow, wid)
+    if workflow is None or workflow.company_id is None:
+        raise not_found("Workflow")
+    await load_company(session, user, workflow.company_id, "read")
+    return await tasks.list_tasks(session=session, user=user, page=page, limit=limit, sort="createdAt",
+                                  order="desc", workflow_id=wid)
+
+
+async def _agent(session: AsyncSession, user: Principal, agent_id: str, *, write: bool = False) -> models.Agent:
+    from troupe.platform.agents.service import load_agent
+
+    return await load_agent(session, user, agent_id, write=write)
+
+
+async def test_agent(*, session: AsyncSession, user: Principal, agent_id: str,
+                     body: schemas.AgentTest) -> schemas.AgentTestResult:
+    agent = await _agent(session, user, agent_id)
+    prompt = body.input if body.context is None else f"{body.input}\n\nContext: {body.context}"
+    result: dict[str, Any] = await handles.call(handles.agent_name(str(agent.id)), "complete",
+                                                {"prompt": prompt, "timeout": 60, "extra": {}})
+    if not result.get("ok"):
+        code = result.get("code") or "BIZ_002"
+        try:
+            error_code = ErrorCode(code)
+        except ValueError:
+            error_code = ErrorCode.AGENT_UNAVAILABLE
+        raise AppError(error_code, f"Agent call failed: {result.get('message')}")
+    meta = result.get("meta") or {}
+    return schemas.AgentTestResult(output=result["output"]["text"], metadata=schemas.AgentTestMeta(
+        tokens_used=int(meta.get("tokensUsed", 0)), response_time=int(meta.get("responseTime", 0)),
+        model=str(meta.get("model", agent.model)), cost=float(meta.get("cost", 0)),
+        simulated=bool(meta.get("simulated"))))
+
+
+def _bump(version: str | None) -> str:
+    parts = (version or "1.0.0").split(".")
+    try:
+        major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])
+    except ValueError:
+        return "1.0.1"
+    return f"{major}.{minor}.{patch + 1}"
+
+
+async def train_agent(*, session: AsyncSession, user: Principal, agent_id: str,
+                      body: schemas.AgentTrain) -> schemas.AgentTrainResult:
+    """No model weights are trained offline: the examples become few-shot memory
+    (``configuration.fewShotExamples``, used in every prompt) and the version is bumped."""
+    agent = await _agent(session, user, agent_id, write=True)
+    examples: list[dict[str, str]] = []
+    for index, item in enumerate(body.training_data):
+        if not isinstance(item, dict) or "input" not in item or "output" not in item:
+            raise invalid("Each training item needs input and output", field=f"trainingData[{index}]")
+        examples.append({"input": str(item["input"])[:4000], "output": str(item["output"])[:4000]})
+    config = dict(agent.configuration or {})
+    config["fewShotExamples"] = (list(config.get("fewShotExamples") or []) + examples)[-50:]
+    agent.configuration = config
+    agent.version = _bump(agent.version)
+    await session.commit()
+    await handles.call(handles.agent_name(str(agent.id)), "reload")
+    return schemas.AgentTrainResult(agent_id=str(agent.id), version=agent.version, examples_stored=len(examples),
+                                    method="few-shot memory",
+                                    message="Examples stored as few-shot memory; no model weights were changed")
+
+
+async def test_tool(*, session: AsyncSession, user: Principal, tool_id: str,
+                    body: schemas.ToolTest) -> schemas.ToolTestResult:
+    import asyncio
+
+    import jsonschema
+
+    from troupe.engine.nodes import run_tool
+    from troupe.platform.tools.service import get_tool
+
+    tool = await get_tool(session=session, user=user, tool_id=tool_id)
+    if body.validate_schema:
+        schema = (tool.schema or {}).get("input")
+        if schema:
+            try:
+                jsonschema.validate(body.input, schema)
+            except jsonschema.ValidationError as exc:
+                raise invalid(f"input does not match the tool's schema: {exc.message}", field="input",
+                              details={"path": list(exc.absolute_path)}) from exc
+    started = time.perf_counter()
+    result = await asyncio.to_thread(run_tool, {"type": tool.type, "configuration": tool.configuration or {}},
+                                     body.input)
+    duration = int((time.perf_counter() - started) * 1000)
+    session.add(models.ToolCall(tool_id=tool.id, user_id=user.id, success=bool(result.get("ok")),
+                                duration_ms=duration, error=None if result.get("ok") else result.get("message")))
+    tool.last_used_at = utcnow()
+    error = None if result.get("ok") else {"code": result.get("code"), "message": result.get("message")}
+    return schemas.ToolTestResult(success=bool(result.get("ok")), output=result.get("output"), error=error,
+                                  duration_ms=duration)

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from troupe.platform.schemas import CamelModel, StrictInput
+
+TaskType = Literal["workflow", "single_agent", "batch", "scheduled"]
+Priority = Literal["low", "medium", "high", "urgent"]
+TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled", "paused"]
+
+
+class TaskCreate(StrictInput):
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=10_000)
+    type: TaskType
+    priority: Priority = "medium"
+    company_id: uuid.UUID
+    workflow_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
+    input: Any = None
+    assigned_to: uuid.UUID | None = None
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    scheduled_at: datetime | None = None
+
+
+class TaskUpdate(StrictInput):
+    name: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=10_000)
+    priority: Priority | None = None
+    input: Any = None
+    assigned_to: uuid.UUID | None = None
+    tags: list[str] | None = Field(None, max_length=50)
+    scheduled_at: datetime | None = None
+
+
+class TaskExecute(StrictInput):
+    priority: Priority | None = None
+    variables: dict[str, Any] | None = None
+
+
+class TaskCancel(StrictInput):
+    reason: str | None = Field(None, max_length=1000)
+
+
+class TaskRetry(StrictInput):
+    from_step: str | None = Field(None, max_length=255)
+    reset_progress: bool = False
+
+
+class BatchItem(StrictInput):
+    name: str = Field(min_length=1, max_length=255)
+    type: TaskType
+    company_id: uuid.UUID
+    workflow_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
+    input: Any = None
+    priority: Priority = "medium"
+
+
+class TaskBatch(StrictInput):
+    tasks: list[BatchItem] = Field(min_length=1, max_length=1000)
+
+
+class TaskOut(CamelModel):
+    id: uuid.UUID
+    name: str
+    description: str | None = None
+    type: str
+    status: str
+    priority: str
+    company_id: uuid.UUID | None = None
+    workflow_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
+    input: Any = None
+    output: Any = None
+    error: Any = None
+    progress: int = 0
+    current_step: str | None = None
+    total_steps: int | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    execution_time: int | None = None
+    estimated_completion: datetime | None = None
+    created_by: uuid.UUID | None = None
+    assigned_to: uuid.UUID | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    scheduled_at: datetime | None = None
+    queued_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class ExecutionOut(CamelModel):
+    id: uuid.UUID
+    task_id: uuid.UUID | None = None
+    node_id: str
+    agent_id: uuid.UUID | None = None
+    tool_id: uuid.UUID | None = None
+    status: str
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    execution_time: int | None = None
+    retry_count: int = 0
+    iteration: int = 0
+    attempt: int = 0
+    idempotency_key: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class LogOut(CamelModel):
+    id: uuid.UUID
+    level: str
+    source: str
+    message: str
+    details: Any = None
+    task_id: uuid.UUID | None = None
+    company_id: uuid.UUID | None = None
+    duration: int | None = None
+    created_at: datetime | None = None
+
+
+class QueueStatus(CamelModel):
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    total_capacity: int
+    used_capacity: int
+    estimated_wait_time: int = Field(description="Milliseconds")
+
+
+class BatchResult(CamelModel):
+    created: int
+    tasks: list[TaskOut]
