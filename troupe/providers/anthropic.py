@@ -8,15 +8,16 @@ from typing import Any
 
 import anthropic
 
+from troupe.infra.outbound import OutboundError
 from troupe.providers.base import CompletionRequest, CompletionResult, ProviderError
 from troupe.providers.common import (
     LoopClients,
     as_chat_messages,
     context_window_of,
+    from_outbound,
     from_status,
     merge_consecutive,
     outbound_cause,
-    refused,
     sdk_http_client,
     timed_out,
     unreachable,
@@ -40,13 +41,16 @@ class AnthropicProvider:
             "model": request.model,
             "max_tokens": request.max_tokens,
             "messages": [{"role": role, "content": text} for role, text in merge_consecutive(turns)],
-            "temperature": request.temperature,
         }
-        if system:
-            params["system"] = system
+        # This SDK release no longer lists the sampling fields among create()'s
+        # arguments; the Messages API still takes them, so they go in the body.
+        sampling: dict[str, Any] = {"temperature": request.temperature}
         # Recent Claude models refuse temperature and top_p together: send top_p only when set.
         if request.top_p != 1.0:
-            params["top_p"] = request.top_p
+            sampling["top_p"] = request.top_p
+        params["extra_body"] = sampling
+        if system:
+            params["system"] = system
         if request.stop:
             params["stop_sequences"] = list(request.stop)
         # The Messages API has no frequency/presence penalties nor a JSON mode flag.
@@ -59,11 +63,13 @@ class AnthropicProvider:
         try:
             async with asyncio.timeout(request.timeout_s + 1):
                 response = await client.messages.create(**params, timeout=request.timeout_s)
+        except OutboundError as exc:  # the guard's refusal, raised through the SDK's transport
+            raise from_outbound(self.name, exc) from exc
         except (TimeoutError, anthropic.APITimeoutError) as exc:
             raise timed_out(self.name, request.timeout_s) from exc
         except anthropic.APIConnectionError as exc:
             blocked = outbound_cause(exc)
-            raise (refused(self.name, blocked) if blocked else unreachable(self.name, exc)) from exc
+            raise (from_outbound(self.name, blocked) if blocked else unreachable(self.name, exc)) from exc
         except anthropic.APIStatusError as exc:
             raise from_status(self.name, exc.status_code, exc.message) from exc
         except anthropic.AnthropicError as exc:

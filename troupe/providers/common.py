@@ -101,8 +101,12 @@ def outbound_cause(exc: BaseException) -> OutboundError | None:
     return None
 
 
-def refused(provider: str, error: OutboundError) -> ProviderError:
-    return ProviderError("BIZ_002", f"{provider}: {error.message}", retryable=False)
+def from_outbound(provider: str, error: OutboundError) -> ProviderError:
+    """A refused destination is a configuration problem (BIZ_002, not retryable);
+    anything else the guard raised (DNS failure, ...) keeps its code."""
+    if error.reason == "destination_not_allowed":
+        return ProviderError("BIZ_002", f"{provider}: {error.message}", retryable=False)
+    return ProviderError(str(error.code), f"{provider}: {error.message}", retryable=error.retryable)
 
 
 def from_status(provider: str, status: int, message: str) -> ProviderError:

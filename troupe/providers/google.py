@@ -18,10 +18,10 @@ from troupe.providers.common import (
     LoopClients,
     as_chat_messages,
     context_window_of,
+    from_outbound,
     from_status,
     merge_consecutive,
     outbound_cause,
-    refused,
     sdk_http_client,
     timed_out,
     unreachable,
@@ -32,7 +32,7 @@ from troupe.providers.pricing import cost_of
 class GoogleProvider:
     name = "google"
 
-    def __init__(self, *, api_key: str, base_url: str | None, guarded: bool) -> None:
+    def __init__(self, *, api_key: str, base_url: str | None, guarded: bool, api_version: str = "v1beta") -> None:
         self.base_url = base_url
         self.guarded = guarded
 
@@ -40,7 +40,10 @@ class GoogleProvider:
             # Passing our own httpx2 client also keeps the SDK off aiohttp, so the
             # guard (when on) sees every connection; one attempt: retries are the
             # workflow's business.
-            options = types.HttpOptions(base_url=base_url, httpx_async_client=sdk_http_client(guarded=guarded),
+            # The version is pinned: SDK releases move their default, and the
+            # Gemini API's full feature set (system instructions, JSON mode) is v1beta.
+            options = types.HttpOptions(base_url=base_url, api_version=api_version,
+                                        httpx_async_client=sdk_http_client(guarded=guarded),
                                         retry_options=types.HttpRetryOptions(attempts=1))
             return genai.Client(api_key=api_key, http_options=options)
 
@@ -83,12 +86,12 @@ class GoogleProvider:
         except (TimeoutError, httpx2.TimeoutException) as exc:
             raise timed_out(self.name, request.timeout_s) from exc
         except OutboundError as exc:
-            raise refused(self.name, exc) from exc
+            raise from_outbound(self.name, exc) from exc
         except genai_errors.APIError as exc:
             raise from_status(self.name, int(exc.code or 500), exc.message or str(exc)) from exc
         except httpx2.TransportError as exc:
             blocked = outbound_cause(exc)
-            raise (refused(self.name, blocked) if blocked else unreachable(self.name, exc)) from exc
+            raise (from_outbound(self.name, blocked) if blocked else unreachable(self.name, exc)) from exc
         except (ValueError, TypeError) as exc:
             # The SDK could not parse what the server sent.
             raise ProviderError("SYS_003", f"{self.name}: unreadable response: {exc}", retryable=False) from exc

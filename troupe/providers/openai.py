@@ -9,14 +9,15 @@ from typing import Any
 
 import openai
 
+from troupe.infra.outbound import OutboundError
 from troupe.providers.base import CompletionRequest, CompletionResult, ProviderError
 from troupe.providers.common import (
     LoopClients,
     as_chat_messages,
     context_window_of,
+    from_outbound,
     from_status,
     outbound_cause,
-    refused,
     sdk_http_client,
     timed_out,
     unreachable,
@@ -73,11 +74,13 @@ class OpenAICompatibleProvider:
         try:
             async with asyncio.timeout(request.timeout_s + 1):
                 response = await client.chat.completions.create(**params, timeout=request.timeout_s)
+        except OutboundError as exc:  # the guard's refusal, raised through the SDK's transport
+            raise from_outbound(self.name, exc) from exc
         except (TimeoutError, openai.APITimeoutError) as exc:
             raise timed_out(self.name, request.timeout_s) from exc
         except openai.APIConnectionError as exc:
             blocked = outbound_cause(exc)
-            raise (refused(self.name, blocked) if blocked else unreachable(self.name, exc)) from exc
+            raise (from_outbound(self.name, blocked) if blocked else unreachable(self.name, exc)) from exc
         except openai.APIStatusError as exc:
             raise from_status(self.name, exc.status_code, exc.message) from exc
         except openai.OpenAIError as exc:

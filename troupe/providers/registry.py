@@ -2,7 +2,8 @@
 
 ``config`` is the agent's provider configuration (camelCase keys, as in the
 spec's JSON; snake_case also accepted): ``baseUrl``, ``apiKey`` (plain or sealed
-``enc:v1:...``), and for ``custom`` ``endpoint``, ``headers``, ``contextWindow``.
+``enc:v1:...``), and for ``custom`` ``endpoint``, ``headers``, ``contextWindow``;
+for ``google`` ``apiVersion`` (default v1beta).
 
 Trust: base URLs from the environment (OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
 GOOGLE_AI_BASE_URL, LOCAL_LLM_BASE_URL) are set by the operator and used as is,
@@ -100,8 +101,9 @@ def get_provider(name: str, *, config: Mapping[str, Any] | None = None) -> Provi
 
         key = _require_key("google", api_key_from(config, settings.google_ai_api_key), "GOOGLE_AI_API_KEY")
         base_url, guarded = _base_url(config, settings.google_ai_base_url)
-        return _cached(("google", base_url or "", str(guarded), _fingerprint(key)),
-                       lambda: GoogleProvider(api_key=key, base_url=base_url, guarded=guarded))
+        version = str(config_value(config, "apiVersion", "api_version") or "v1beta")
+        return _cached(("google", base_url or "", str(guarded), _fingerprint(key), version),
+                       lambda: GoogleProvider(api_key=key, base_url=base_url, guarded=guarded, api_version=version))
 
     if provider_name == "custom":
         from troupe.providers.custom import CustomHTTPProvider
