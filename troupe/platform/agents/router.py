@@ -36,7 +36,9 @@ async def list_agents(session: DbSession, user: Authorized("agents:read"),
 
 @router.post("", response_model=Envelope[AgentRead], status_code=201)
 async def create_agent(body: AgentCreate, session: DbSession, user: Authorized("agents:create")):
-    return ok(await service.create_agent(session=session, user=user, data=body))
+    result = await service.create_agent(session=session, user=user, data=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
 
 
 @router.get("/{agent_id}", response_model=Envelope[AgentRead])
@@ -46,12 +48,15 @@ async def get_agent(agent_id: str, session: DbSession, user: Authorized("agents:
 
 @router.put("/{agent_id}", response_model=Envelope[AgentRead])
 async def update_agent(agent_id: str, body: AgentUpdate, session: DbSession, user: Authorized("agents:update")):
-    return ok(await service.update_agent(session=session, user=user, agent_id=agent_id, data=body))
+    result = await service.update_agent(session=session, user=user, agent_id=agent_id, data=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
 
 
 @router.delete("/{agent_id}", response_model=Envelope[Message])
 async def delete_agent(agent_id: str, session: DbSession, user: Authorized("agents:delete")):
     await service.delete_agent(session=session, user=user, agent_id=agent_id)
+    await session.commit()
     return ok(Message(message="Agent deleted"))
 
 
@@ -63,23 +68,31 @@ async def agent_performance(agent_id: str, session: DbSession, user: Authorized(
 
 @router.post("/{agent_id}/clone", response_model=Envelope[AgentRead], status_code=201)
 async def clone_agent(agent_id: str, body: CloneRequest, session: DbSession, user: Authorized("agents:create")):
-    return ok(await service.clone_agent(session=session, user=user, agent_id=agent_id, data=body))
+    result = await service.clone_agent(session=session, user=user, agent_id=agent_id, data=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
 
 
 @router.post("/{agent_id}/publish", response_model=Envelope[AgentRead])
 async def publish_agent(agent_id: str, body: PublishRequest, session: DbSession,
                         user: Authorized("agents:publish")):
-    return ok(await service.publish_agent(session=session, user=user, agent_id=agent_id, data=body))
+    result = await service.publish_agent(session=session, user=user, agent_id=agent_id, data=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
 
 
 @router.post("/{agent_id}/unpublish", response_model=Envelope[AgentRead])
 async def unpublish_agent(agent_id: str, session: DbSession, user: Authorized("agents:publish")):
-    return ok(await service.unpublish_agent(session=session, user=user, agent_id=agent_id))
+    result = await service.unpublish_agent(session=session, user=user, agent_id=agent_id)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
 
 
 @router.post("/{agent_id}/review", response_model=Envelope[ReviewResult], status_code=201)
 async def review_agent(agent_id: str, body: ReviewCreate, session: DbSession, user: Authorized("agents:read")):
-    return ok(await service.review_agent(session=session, user=user, agent_id=agent_id, data=body))
+    result = await service.review_agent(session=session, user=user, agent_id=agent_id, data=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
 
 
 @router.get("/{agent_id}/reviews", response_model=Envelope[list[ReviewRead]])

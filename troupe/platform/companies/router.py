@@ -39,7 +39,9 @@ async def list_companies(session: DbSession, user: Authorized("companies:read"),
 
 @router.post("", response_model=Envelope[CompanyDetail], status_code=201)
 async def create_company(body: CompanyCreate, session: DbSession, user: Authorized("companies:create")):
-    return ok(await service.create_company(session=session, user=user, data=body))
+    result = await service.create_company(session=session, user=user, data=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
 
 
 @router.get("/{company_id}", response_model=Envelope[CompanyDetail])
@@ -50,12 +52,15 @@ async def get_company(company_id: str, session: DbSession, user: Authorized("com
 @router.put("/{company_id}", response_model=Envelope[CompanyDetail])
 async def update_company(company_id: str, body: CompanyUpdate, session: DbSession,
                          user: Authorized("companies:update")):
-    return ok(await service.update_company(session=session, user=user, company_id=company_id, data=body))
+    result = await service.update_company(session=session, user=user, company_id=company_id, data=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
 
 
 @router.delete("/{company_id}", response_model=Envelope[Message])
 async def delete_company(company_id: str, session: DbSession, user: Authorized("companies:delete")):
     await service.delete_company(session=session, user=user, company_id=company_id)
+    await session.commit()
     return ok(Message(message="Company deleted"))
 
 
@@ -82,7 +87,9 @@ async def company_tasks(company_id: str, session: DbSession, user: Authorized("t
 @router.post("/{company_id}/duplicate", response_model=Envelope[CompanyDetail], status_code=201)
 async def duplicate_company(company_id: str, body: DuplicateRequest, session: DbSession,
                             user: Authorized("companies:create")):
-    return ok(await service.duplicate_company(session=session, user=user, company_id=company_id, data=body))
+    result = await service.duplicate_company(session=session, user=user, company_id=company_id, data=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
 
 
 @router.post("/{company_id}/export", response_model=Envelope[CompanyDocument])
@@ -93,4 +100,6 @@ async def export_company(company_id: str, session: DbSession, user: Authorized("
 @router.post("/{company_id}/import", response_model=Envelope[ImportResult])
 async def import_company(company_id: str, body: ImportRequest, session: DbSession,
                          user: Authorized("companies:update")):
-    return ok(await service.import_company(session=session, user=user, company_id=company_id, data=body))
+    result = await service.import_company(session=session, user=user, company_id=company_id, data=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
