@@ -22,8 +22,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+# Prefect (a baseline) lives in its own venv so its pins never touch Troupe's.
+.venv-prefect/bin/python:
+	$(PYTHON) -m venv .venv-prefect
+	.venv-prefect/bin/python -m pip install --quiet 'prefect>=3.0'
+
+bench: $(STAMP) .venv-prefect/bin/python
 	$(PY) -m bench
 
 lint: $(STAMP)
