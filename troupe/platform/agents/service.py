@@ -248,7 +248,7 @@ async def create_agent(*, session: AsyncSession, user: Principal, data: AgentCre
 
 async def update_agent(*, session: AsyncSession, user: Principal, agent_id: str, data: AgentUpdate) -> AgentRead:
     agent = await load_agent(session, user, agent_id, write=True, for_update=True)
-    patch = data.model_dump(exclude_unset=True, mode="python")
+    patch = data.model_dump(exclude_unset=True, by_alias=False)
     for key in ("name", "description", "type", "tags"):
         if key in patch and patch[key] is not None:
             setattr(agent, key, patch[key])

@@ -406,7 +406,7 @@ async def create_company(*, session: AsyncSession, user: Principal, data: Compan
 async def update_company(*, session: AsyncSession, user: Principal, company_id: str,
                          data: CompanyUpdate) -> CompanyDetail:
     company = await access.load_company(session, user, company_id, "write", for_update=True)
-    patch = data.model_dump(exclude_unset=True)
+    patch = data.model_dump(exclude_unset=True, by_alias=False)
     for key in ("name", "type", "industry", "tags"):
         if patch.get(key) is not None:
             setattr(company, key, patch[key])
