@@ -141,14 +141,15 @@ class Connection:
             return
         self._deliver(stream_id, text)
 
-    def _deliver(self, stream_id: str, text: str) -> None:
+    def _deliver(self, stream_id: str, text: str) -> bool:
         if stream_id in self._recent_set:
-            return
+            return False
         if len(self._recent) == self._recent.maxlen:
             self._recent_set.discard(self._recent[0])
         self._recent.append(stream_id)
         self._recent_set.add(stream_id)
         self.send(text)
+        return True
 
     def send(self, text: str) -> None:
         """Queue a frame; a socket whose queue is full is a slow consumer and is dropped
@@ -190,8 +191,7 @@ class Connection:
         last = after
         for stream_id, data, found in entries:
             event = json.loads(data)
-            if self.accepts(event, found):
-                self._deliver(stream_id, data)
+            if self.accepts(event, found) and self._deliver(stream_id, data):
                 count += 1
             last = stream_id
         self.replaying = False
