@@ -9,8 +9,8 @@ API enforces.
 Node ``data`` keys per node type (the engine executes against the same keys):
 
 - ``input``: none required. The run's input becomes the node's output.
-- ``output``: ``configuration.value`` (optional template, e.g. ``"{{ nodes.summarise.output }}"``);
-  without it, the output is the output of the node(s) feeding it.
+- ``output``: ``configuration.value`` (optional template, e.g. ``"{{nodes.summarise.output}}"``;
+  syntax in troupe.engine.templates); without it, the output is the output of the node(s) feeding it.
 - ``agent``: either ``data.agentId`` (an agent the caller may see) or an inline
   ``data.configuration.provider`` + ``data.configuration.model`` (optional
   ``systemPrompt``, ``temperature``, ``maxTokens``); ``configuration.prompt`` is the
@@ -26,8 +26,8 @@ Node ``data`` keys per node type (the engine executes against the same keys):
   condition node's, re-evaluated before each iteration). The loop body is the set of
   nodes on cycles back to the loop node; its other outgoing edges leave the loop.
 - ``delay``: ``configuration.seconds`` (number, 0 < seconds <= limits.max_delay_seconds).
-- ``webhook``: ``configuration.url`` (http/https), ``method`` (GET|POST|PUT|PATCH|DELETE,
-  default POST), ``headers`` (object of strings), ``body`` (template or JSON).
+- ``webhook``: ``configuration.url`` (http/https URL, or a template such as
+  ``"{{vars.hookUrl}}"``), ``method`` (GET|POST|PUT|PATCH|DELETE, default POST), ``headers`` (object of strings), ``body`` (template or JSON).
 - ``email``: ``configuration.to`` (address or list of addresses, templates allowed),
   ``subject``, ``body`` (templates).
 
@@ -303,8 +303,10 @@ def _check_node(node: dict, nid: str, ntype: str, limits: Limits, add) -> None:
             bad("invalid_delay", f"configuration.seconds must be a number above 0 and at most "
                 f"{int(limits.max_delay_seconds)}")
     elif ntype == "webhook":
-        if not is_valid_url(config.get("url")):
-            bad("webhook_without_url", "configuration.url must be an http(s) URL")
+        url = config.get("url")
+        # A template (e.g. "{{vars.hookUrl}}") is resolved, and checked by the outbound guard, at run time.
+        if not is_valid_url(url) and not (isinstance(url, str) and _TEMPLATE.fullmatch(url.strip())):
+            bad("webhook_without_url", "configuration.url must be an http(s) URL or a template")
         method = config.get("method", "POST")
         if method not in WEBHOOK_METHODS:
             bad("invalid_config", f"configuration.method {method!r} is not one of {sorted(WEBHOOK_METHODS)}")

@@ -85,6 +85,7 @@ DOMAINS: list[str] = [
     "realtime",
     "notifications",
     "tools",
+    "workflows",
     "tasks",
     "execution",
 ]

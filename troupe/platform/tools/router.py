@@ -34,6 +34,7 @@ async def list_tools(
 @router.post("", response_model=Envelope[s.ToolOut], status_code=201)
 async def create_tool(body: s.ToolCreate, session: DbSession, user: Authorized("tools:create")):
     tool = await service.create_tool(session=session, user=user, body=body)
+    await session.commit()  # durable before the client hears about it
     return ok(service.to_out(tool))
 
 
@@ -60,12 +61,14 @@ async def get_tool(tool_id: uuid.UUID, session: DbSession, user: Authorized("too
 @router.put("/{tool_id}", response_model=Envelope[s.ToolOut])
 async def update_tool(tool_id: uuid.UUID, body: s.ToolUpdate, session: DbSession, user: Authorized("tools:update")):
     tool = await service.update_tool(session=session, user=user, tool_id=tool_id, body=body)
+    await session.commit()  # durable before the client hears about it
     return ok(service.to_out(tool, await service.usage_summary(session=session, tool=tool)))
 
 
 @router.delete("/{tool_id}", response_model=Envelope[Message])
 async def delete_tool(tool_id: uuid.UUID, session: DbSession, user: Authorized("tools:delete")):
     await service.delete_tool(session=session, user=user, tool_id=tool_id)
+    await session.commit()  # durable before the client hears about it
     return ok(Message(message="Tool deleted"))
 
 
@@ -82,10 +85,14 @@ async def tool_usage(
 @router.post("/{tool_id}/install", response_model=Envelope[s.Installation], status_code=201)
 async def install_tool(tool_id: uuid.UUID, body: s.InstallRequest, session: DbSession,
                        user: Authorized("tools:execute", "companies:update")):
-    return ok(await service.install(session=session, user=user, tool_id=tool_id, body=body))
+    installation = await service.install(session=session, user=user, tool_id=tool_id, body=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(installation)
 
 
 @router.post("/{tool_id}/uninstall", response_model=Envelope[s.Uninstalled])
 async def uninstall_tool(tool_id: uuid.UUID, body: s.UninstallRequest, session: DbSession,
                          user: Authorized("tools:execute", "companies:update")):
-    return ok(await service.uninstall(session=session, user=user, tool_id=tool_id, body=body))
+    removed = await service.uninstall(session=session, user=user, tool_id=tool_id, body=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(removed)

@@ -1,0 +1,1 @@
+"""Workflows: graph definitions, validation, templates, schedules."""

@@ -1,0 +1,270 @@
+"""The spec's Workflow model as request and response schemas.
+
+Bodies are typed (enums, ranges, sizes are refused with VAL_*), but the graph
+itself may be incomplete: drafts are stored as sent and ``validate`` reports
+what is missing. ``configuration`` defaults follow the spec's fields.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from troupe.platform.schemas import CamelModel, StrictInput
+
+NodeType = Literal["input", "agent", "tool", "output", "condition", "loop", "delay", "webhook", "email"]
+EdgeType = Literal["default", "conditional", "success", "error"]
+WorkflowStatus = Literal["draft", "active", "paused", "error", "archived"]
+Operator = Literal["equals", "not_equals", "contains", "greater_than", "less_than", "exists"]
+TriggerType = Literal["manual", "schedule", "webhook", "event", "file"]
+
+MAX_NODES = 500
+MAX_EDGES = 2000
+
+Ident = Annotated[str, Field(min_length=1, max_length=100)]
+Label = Annotated[str, Field(min_length=1, max_length=200)]
+Color = Annotated[str, Field(max_length=50)]
+Tag = Annotated[str, Field(min_length=1, max_length=50)]
+Tags = Annotated[list[Tag], Field(max_length=50)]
+Name = Annotated[str, Field(min_length=1, max_length=255)]
+Description = Annotated[str, Field(max_length=5000)]
+Category = Annotated[str, Field(min_length=1, max_length=50)]
+SecretName = Annotated[str, Field(min_length=1, max_length=100)]
+SecretValue = Annotated[str, Field(max_length=4096)]
+
+
+class WorkflowCondition(StrictInput):
+    field: Annotated[str, Field(min_length=1, max_length=500)]
+    operator: Operator
+    value: Any = None
+    logic: Literal["and", "or"] | None = None
+
+
+class Position(StrictInput):
+    x: float = Field(0, ge=-1e6, le=1e6)
+    y: float = Field(0, ge=-1e6, le=1e6)
+
+
+class NodeData(StrictInput):
+    label: Label
+    agent_id: uuid.UUID | None = None
+    tool_id: uuid.UUID | None = None
+    # Keys per node type: see troupe.engine.validate.
+    configuration: dict[str, Any] | None = None
+    conditions: Annotated[list[WorkflowCondition], Field(max_length=100)] | None = None
+
+
+class NodeStyle(StrictInput):
+    background_color: Color | None = None
+    border_color: Color | None = None
+    color: Color | None = None
+
+
+class WorkflowNode(StrictInput):
+    id: Ident
+    type: NodeType
+    position: Position = Field(default_factory=Position)
+    data: NodeData
+    style: NodeStyle | None = None
+
+
+class EdgeStyle(StrictInput):
+    stroke: Color | None = None
+    stroke_width: float | None = Field(None, ge=0, le=100)
+
+
+class WorkflowEdge(StrictInput):
+    id: Ident
+    source: Ident
+    target: Ident
+    type: EdgeType = "default"
+    condition: Annotated[str, Field(max_length=1000)] | None = None
+    animated: bool = False
+    style: EdgeStyle | None = None
+
+
+class RetryPolicy(StrictInput):
+    max_retries: int = Field(3, ge=0, le=10)
+    backoff_strategy: Literal["linear", "exponential"] = "exponential"
+    retryable_errors: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=50)] = Field(
+        default_factory=list)
+
+
+class LoggingConfig(StrictInput):
+    level: Literal["debug", "info", "warn", "error"] = "info"
+    include_inputs: bool = True
+    include_outputs: bool = True
+    retention: int = Field(30, ge=1, le=3650, description="days")
+
+
+class NotificationConfig(StrictInput):
+    on_start: bool = False
+    on_complete: bool = True
+    on_error: bool = True
+    channels: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=20)] = Field(
+        default_factory=list)
+
+
+class WorkflowConfiguration(StrictInput):
+    strategy: Literal["sequential", "parallel", "conditional", "hybrid"] = "sequential"
+    timeout: int = Field(3600, ge=1, le=604_800, description="seconds for a whole run")
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    error_handling: Literal["stop", "continue", "retry", "fallback"] = "stop"
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    notifications: NotificationConfig = Field(default_factory=NotificationConfig)
+    variables: dict[str, Any] = Field(default_factory=dict)
+    # Stored sealed (AES-256-GCM), answered as "********"; send "********" back to keep a value.
+    secrets: Annotated[dict[SecretName, SecretValue], Field(max_length=50)] = Field(default_factory=dict)
+
+
+class WorkflowTrigger(StrictInput):
+    id: Ident
+    type: TriggerType
+    configuration: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+
+
+class ScheduleInput(StrictInput):
+    enabled: bool = True
+    cron: Annotated[str, Field(min_length=1, max_length=200)]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
+
+
+class ScheduleRequest(ScheduleInput):
+    """``POST /api/workflows/{id}/schedule``."""
+
+    variables: dict[str, Any] | None = None
+
+
+class WorkflowSchedule(CamelModel):
+    enabled: bool
+    cron: str
+    timezone: str
+    variables: dict[str, Any] | None = None
+    next_run: datetime | None = None
+    last_run: datetime | None = None
+
+
+Nodes = Annotated[list[WorkflowNode], Field(max_length=MAX_NODES)]
+Edges = Annotated[list[WorkflowEdge], Field(max_length=MAX_EDGES)]
+Triggers = Annotated[list[WorkflowTrigger], Field(max_length=50)]
+
+
+class WorkflowCreate(StrictInput):
+    name: Name | None = Field(None, description="required unless templateId is given")
+    description: Description | None = None
+    company_id: uuid.UUID
+    template_id: uuid.UUID | None = Field(None, description="copy nodes, edges and configuration of a template")
+    nodes: Nodes | None = None
+    edges: Edges | None = None
+    configuration: WorkflowConfiguration | None = None
+    status: Literal["draft", "active"] = "draft"
+    triggers: Triggers | None = None
+    schedule: ScheduleInput | None = None
+    tags: Tags | None = None
+    is_template: bool = False
+    template_category: Category | None = None
+
+
+class WorkflowUpdate(StrictInput):
+    """Partial: fields left out keep their value."""
+
+    name: Name | None = None
+    description: Description | None = None
+    nodes: Nodes | None = None
+    edges: Edges | None = None
+    configuration: WorkflowConfiguration | None = None
+    status: WorkflowStatus | None = None
+    triggers: Triggers | None = None
+    schedule: ScheduleInput | None = None
+    tags: Tags | None = None
+    is_template: bool | None = None
+    template_category: Category | None = None
+
+
+class WorkflowOut(CamelModel):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    version: str
+    company_id: uuid.UUID | None = Field(description="null for the built-in templates")
+    nodes: list[WorkflowNode]
+    edges: list[WorkflowEdge]
+    configuration: WorkflowConfiguration
+    status: str
+    triggers: list[WorkflowTrigger]
+    schedule: WorkflowSchedule | None
+    created_by: uuid.UUID | None
+    tags: list[str]
+    is_template: bool
+    template_category: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_executed_at: datetime | None
+
+
+class ValidationIssue(CamelModel):
+    code: str = Field(description="precise rule, e.g. cycle_without_loop, agent_not_found")
+    type: Literal["missing_connection", "invalid_config", "circular_dependency", "resource_limit"]
+    message: str
+    severity: Literal["error", "warning"]
+    node_id: str | None = None
+    edge_id: str | None = None
+
+
+class ValidationReport(CamelModel):
+    is_valid: bool
+    valid: bool = Field(description="same as isValid")
+    errors: list[ValidationIssue]
+    warnings: list[ValidationIssue]
+    suggestions: list[str]
+
+
+class ExportMetadata(CamelModel):
+    exported_at: datetime
+    exported_by: uuid.UUID
+    platform: str
+
+
+class ExportedWorkflow(StrictInput):
+    """The workflow inside an export document (no ids of this deployment, no secrets)."""
+
+    name: Name
+    description: Description | None = None
+    version: Annotated[str, Field(max_length=20)] = "1.0.0"
+    nodes: Nodes = Field(default_factory=list)
+    edges: Edges = Field(default_factory=list)
+    configuration: WorkflowConfiguration = Field(default_factory=WorkflowConfiguration)
+    triggers: Triggers = Field(default_factory=list)
+    schedule: ScheduleInput | None = None
+    tags: Tags = Field(default_factory=list)
+    template_category: Category | None = None
+
+
+class DependencyRef(CamelModel):
+    id: uuid.UUID
+    name: str
+    kind: Literal["agent", "tool"]
+    detail: dict[str, Any] = Field(default_factory=dict, description="agent provider/model or tool type/version")
+
+
+class Dependencies(CamelModel):
+    agents: list[DependencyRef]
+    tools: list[DependencyRef]
+
+
+class ExportDocument(CamelModel):
+    format: Literal["troupe.workflow"] = "troupe.workflow"
+    version: Literal["1"] = "1"
+    metadata: ExportMetadata
+    workflow: ExportedWorkflow
+    dependencies: Dependencies
+
+
+class ImportRequest(StrictInput):
+    data: Any = Field(description="an export document (format troupe.workflow, version 1)")
+    overwrite: bool = Field(False, description="required when the workflow already has nodes")
+    create_dependencies: bool = Field(False, description="not supported: create agents and tools first")
