@@ -21,7 +21,11 @@ from troupe.security import decode_access_token
 
 
 async def get_db() -> AsyncIterator[AsyncSession]:
-    """One session per request; committed when the handler returns normally."""
+    """One session per request; committed when the handler returns normally.
+
+    Used with ``scope="function"`` so the commit happens *before* the response is
+    sent: a client never reads stale data after a write, and a failed commit is
+    reported to it instead of being lost after a 200."""
     async with sessionmaker()() as session:
         try:
             yield session
@@ -31,7 +35,7 @@ async def get_db() -> AsyncIterator[AsyncSession]:
             raise
 
 
-DbSession = Annotated[AsyncSession, Depends(get_db)]
+DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /api/auth/login")
 
