@@ -21,6 +21,9 @@ from troupe.platform.users.schemas import (
     UserUpdate,
 )
 
+# DbSession commits only after the response has been sent (FastAPI's request-scoped
+# yield dependencies), so writes commit here: a client acting on the answer (logout,
+# then refresh) must find them, and a failed commit must not answer success.
 router = APIRouter(prefix="/api/users", tags=["users"])
 
 
@@ -49,8 +52,10 @@ async def me(user: CurrentUser, session: DbSession) -> Envelope[UserOut]:
 @router.post("/invitations/accept", response_model=Envelope[Membership],
              summary="Accept a company invitation addressed to the caller")
 async def accept_invitation(body: AcceptInvitation, user: CurrentUser, session: DbSession) -> Envelope[Membership]:
-    return ok(await service.accept_invitation(session=session, user_id=user.id, email=user.email,
-                                              token=body.token))
+    result = await service.accept_invitation(session=session, user_id=user.id, email=user.email,
+                                             token=body.token)
+    await session.commit()
+    return ok(result)
 
 
 @router.get("/{user_id}", response_model=Envelope[UserOut], summary="A user (users:read, or yourself)")
@@ -61,26 +66,33 @@ async def get_user(user_id: uuid.UUID, user: CurrentUser, session: DbSession) ->
 @router.put("/{user_id}", response_model=Envelope[UserOut], summary="Update a profile (users:update, or yourself)")
 async def update_user(user_id: uuid.UUID, body: UserUpdate, user: CurrentUser,
                       session: DbSession) -> Envelope[UserOut]:
-    return ok(await service.update_user(session=session, caller=user, user_id=user_id, data=body))
+    result = await service.update_user(session=session, caller=user, user_id=user_id, data=body)
+    await session.commit()
+    return ok(result)
 
 
 @router.delete("/{user_id}", response_model=Envelope[None], summary="Soft-delete an account and end its sessions")
 async def delete_user(user_id: uuid.UUID, user: Authorized("users:delete"), session: DbSession) -> Envelope[None]:
     await service.delete_user(session=session, caller=user, user_id=user_id)
+    await session.commit()
     return ok(None)
 
 
 @router.put("/{user_id}/role", response_model=Envelope[UserOut])
 async def set_role(user_id: uuid.UUID, body: RoleUpdate, user: Authorized("users:manage"),
                    session: DbSession) -> Envelope[UserOut]:
-    return ok(await service.set_role(session=session, caller=user, user_id=user_id, role=body.role))
+    result = await service.set_role(session=session, caller=user, user_id=user_id, role=body.role)
+    await session.commit()
+    return ok(result)
 
 
 @router.put("/{user_id}/status", response_model=Envelope[UserOut])
 async def set_status(user_id: uuid.UUID, body: StatusUpdate, user: Authorized("users:manage"),
                      session: DbSession) -> Envelope[UserOut]:
-    return ok(await service.set_status(session=session, caller=user, user_id=user_id, status=body.status,
-                                       reason=body.reason))
+    result = await service.set_status(session=session, caller=user, user_id=user_id, status=body.status,
+                                      reason=body.reason)
+    await session.commit()
+    return ok(result)
 
 
 @router.get("/{user_id}/activity", response_model=Envelope[list[ActivityEntry]],
@@ -102,4 +114,6 @@ async def activity(
              summary="Invite a user into a company (its owner, or companies:manage)")
 async def invite(user_id: uuid.UUID, body: InviteRequest, user: CurrentUser,
                  session: DbSession) -> Envelope[InvitationOut]:
-    return ok(await service.invite(session=session, caller=user, user_id=user_id, data=body))
+    result = await service.invite(session=session, caller=user, user_id=user_id, data=body)
+    await session.commit()
+    return ok(result)
