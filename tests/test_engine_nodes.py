@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from tests.utils.engine import (chain, completed_once, edge, executions, make_agent, make_company, make_tool,
-                                make_workflow, node, run_workflow, wait_status)
+from tests.utils.engine import (
+    chain,
+    completed_once,
+    edge,
+    executions,
+    make_agent,
+    make_company,
+    make_tool,
+    make_workflow,
+    node,
+    run_workflow,
+    wait_status,
+)
 from tests.utils.fixtures import assert_error, assert_ok
 
 
@@ -145,12 +156,13 @@ async def test_non_retryable_code_stops_and_error_edge_fallback(client, user):
 
 async def test_node_timeout_and_workflow_timeout(client, user):
     company = await make_company(user.id)
-    slow = await make_workflow(company, user.id, [node("in", "input"), node("slow", "delay", seconds=1.5,
-                                                                            timeout=0.5)], chain("in", "slow"))
+    slow = await make_workflow(company, user.id, [node("in", "input"), node("slow", "delay", seconds=1.5, timeout=0.5),
+                                                  node("out", "output")], chain("in", "slow", "out"))
     task = await wait_status(client, user, await run_workflow(client, user, company, slow, {}))
     assert task["status"] == "failed" and task["error"]["code"] == "SYS_006"
     whole = await make_workflow(company, user.id, [node("in", "input"), node("a", "delay", seconds=1),
-                                                   node("b", "delay", seconds=1)], chain("in", "a", "b"), timeout=1.5)
+                                                   node("b", "delay", seconds=1), node("out", "output")],
+                                chain("in", "a", "b", "out"), timeout=1.5)
     task = await wait_status(client, user, await run_workflow(client, user, company, whole, {}))
     assert task["status"] == "failed" and task["error"]["code"] == "SYS_006"
 
@@ -175,7 +187,8 @@ async def test_long_delay_parks_the_run_and_wakes(client, user):
 
 async def test_bad_input_refused(client, user):
     company = await make_company(user.id)
-    draft = await make_workflow(company, user.id, [node("in", "input")], [], status="draft")
+    draft = await make_workflow(company, user.id, [node("in", "input"), node("out", "output")], chain("in", "out"),
+                                status="draft")
     task = assert_ok(await client.post("/api/tasks", headers=user.headers, json={
         "name": "d", "type": "workflow", "priority": "low", "companyId": company, "workflowId": draft}), 201)
     err = assert_error(await client.post(f"/api/tasks/{task['id']}/execute", headers=user.headers, json={}),

@@ -98,7 +98,7 @@ async def run_workflow(client, user, company_id: str, workflow_id: str, input_: 
 
 
 async def wait_status(client, user, task_id: str, statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
-                      timeout: float = 60) -> dict:
+                      timeout: float = 60) -> dict:  # noqa: ASYNC109 (a polling bound)
     deadline = time.monotonic() + timeout
     while True:
         task = assert_ok(await client.get(f"/api/tasks/{task_id}", headers=user.headers))

@@ -25,6 +25,7 @@ async def queue(session: DbSession, user: Authorized("tasks:read"),
 @router.post("/batch", response_model=Envelope[schemas.BatchResult], status_code=201)
 async def batch(body: schemas.TaskBatch, session: DbSession, user: Authorized("tasks:create")):
     tasks = await service.batch(session=session, user=user, body=body)
+    await session.commit()  # visible to the next request before the response is sent
     return ok(schemas.BatchResult(created=len(tasks), tasks=[service.to_out(t) for t in tasks]))
 
 
@@ -49,7 +50,9 @@ async def list_tasks(session: DbSession, user: Authorized("tasks:read"), page: P
 
 @router.post("", response_model=Envelope[schemas.TaskOut], status_code=201)
 async def create(body: schemas.TaskCreate, session: DbSession, user: Authorized("tasks:create")):
-    return ok(service.to_out(await service.create(session=session, user=user, body=body)))
+    task = await service.create(session=session, user=user, body=body)
+    await session.commit()  # visible to the next request before the response is sent
+    return ok(service.to_out(task))
 
 
 @router.get("/{task_id}", response_model=Envelope[schemas.TaskOut])
