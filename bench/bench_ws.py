@@ -120,6 +120,15 @@ async def _run(base_url: str) -> dict[str, Any]:
         except Exception:  # noqa: S110 - closed at the end of the run
             pass
 
+    async def keepalive() -> None:
+        # Clients must ping within WS_CONNECTION_TIMEOUT or the server closes them as idle.
+        while True:
+            await asyncio.sleep(15)
+            for ws in list(sockets):
+                with contextlib.suppress(Exception):
+                    await ws.send('{"type":"ping","payload":{}}')
+
+    pinger = asyncio.create_task(keepalive())
     started = time.monotonic()
     readers = []
     for i in range(CLIENTS):
@@ -153,6 +162,7 @@ async def _run(base_url: str) -> dict[str, Any]:
         await asyncio.wait_for(all_in.wait(), 15)
     publish_s = time.monotonic() - publish_started
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    pinger.cancel()
     for task in readers:
         task.cancel()
     await close_redis()
