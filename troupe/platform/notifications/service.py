@@ -145,7 +145,8 @@ async def mark_read(*, session: AsyncSession, user: Principal, notification_id: 
         raise not_found("Notification")
     if not row.read:
         row.read, row.read_at = True, utcnow()
-        await session.flush()
+        # Committed before answering: the request session's own commit runs after the response.
+        await session.commit()
     return _out(row)
 
 
@@ -154,4 +155,5 @@ async def mark_all_read(*, session: AsyncSession, user: Principal) -> int:
         update(models.Notification)
         .where(models.Notification.user_id == user.id, models.Notification.read.is_not(True))
         .values(read=True, read_at=utcnow()))
+    await session.commit()
     return int(result.rowcount or 0)
