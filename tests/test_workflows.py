@@ -313,7 +313,7 @@ async def test_templates(client, user, other_user, admin):
                  403, "AUTH_004")
 
 
-async def test_list_filters_and_delete(client, user, admin):
+async def test_list_filters_and_delete(client, user, admin, other_user):
     company = await make_company(user.id)
     a = await create(client, user, company, name="Alpha invoices", tags=["finance"])
     b = await create(client, user, company, name="Beta", status="active")
@@ -336,7 +336,7 @@ async def test_list_filters_and_delete(client, user, admin):
     assert_error(await client.get("/api/workflows", params={"companyId": "x"}, headers=h), 422, "VAL_003",
                  field="companyId")
 
-    assert_error(await client.delete(f"/api/workflows/{a['id']}", headers=h), 403, "AUTH_004")  # no workflows:delete
+    assert_error(await client.delete(f"/api/workflows/{a['id']}", headers=other_user.headers), 404, "RES_001")
     from troupe.db import models
     from troupe.db.session import session_scope
 

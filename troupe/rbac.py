@@ -54,6 +54,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.VIEWER: frozenset({"companies:read", "agents:read", "tools:read", "workflows:read", "tasks:read"}),
 }
 
+# The spec's USER role can create companies, agents, tools, workflows and tasks
+# but holds no delete/publish/cancel permission. Ownership grants those on what
+# the user owns: the route admits the action, and the service checks that the
+# caller owns the object (company owner, creator) before doing it.
+OWNER_PERMISSIONS = frozenset({
+    "companies:delete", "agents:delete", "agents:publish", "tools:delete", "tools:publish",
+    "workflows:delete", "tasks:delete", "tasks:cancel",
+})
+
 # Roles whose permissions apply to every tenant's objects.
 GLOBAL_ROLES = frozenset({Role.SUPER_ADMIN, Role.ADMIN})
 
@@ -71,6 +80,11 @@ def grants(granted: frozenset[str] | set[str], permission: str) -> bool:
         return True
     resource = permission.split(":", 1)[0]
     return f"{resource}:manage" in granted
+
+
+def allows(role: str, granted: frozenset[str] | set[str], permission: str) -> bool:
+    """Role permission, or an owner-scoped one for the USER role (see OWNER_PERMISSIONS)."""
+    return grants(granted, permission) or (role == Role.USER and permission in OWNER_PERMISSIONS)
 
 
 def is_global(role: str) -> bool:

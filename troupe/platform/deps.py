@@ -54,7 +54,7 @@ class Principal:
     claims: dict = field(default_factory=dict, compare=False, hash=False)
 
     def can(self, permission: str) -> bool:
-        return rbac.grants(self.permissions, permission)
+        return rbac.allows(self.role, self.permissions, permission)
 
     @property
     def is_global(self) -> bool:
