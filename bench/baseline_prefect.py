@@ -11,6 +11,8 @@ import time
 
 os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_HOME", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".troupe", "prefect"))
 
 from prefect import flow, task  # noqa: E402
 
