@@ -11,6 +11,7 @@ from bench.stack import troupe_stack
 # Each module has run(stack) -> results and report(results) -> lines.
 BENCHMARKS = [
     "bench.bench_http",
+    "bench.bench_ws",
 ]
 
 
