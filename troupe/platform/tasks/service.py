@@ -233,6 +233,10 @@ async def execute(*, session: AsyncSession, user: Principal, task_id: str, body:
 
 async def cancel(*, session: AsyncSession, user: Principal, task_id: str, reason: str | None) -> models.Task:
     task = await load_task(session, user, task_id, "execute", for_update=True)
+    company = await session.get(models.Company, task.company_id)
+    # tasks:cancel comes with ownership for the USER role: the company's owner (or admin) or the task's creator.
+    if not (company is not None and may(company, user, "write")) and task.created_by != user.id:
+        raise AppError(ErrorCode.INSUFFICIENT_PERMISSIONS, "Only the task's creator or the company owner may cancel it")
     if task.status in ("completed", "failed", "cancelled"):
         raise AppError(ErrorCode.RESOURCE_IN_USE, f"The task is already {task.status}")
     was_running = task.status == "running"
