@@ -84,12 +84,13 @@ async def test_pause_resume_mid_run_and_retry_from_step_reuses_outputs(client, u
                  422, "VAL_001", "fromStep")
 
 
-async def test_stopped_company_refuses_and_start_restores(client, user, admin):
+async def test_stopped_company_refuses_and_start_restores(client, user, admin, other_user, viewer):
     company = await make_company(user.id)
     wf = await make_workflow(company, user.id, *_slow_chain(1, 0.1))
-    # companies:execute is an admin permission in the spec's role table.
-    assert_error(await client.post(f"/api/companies/{company}/stop", headers=user.headers), 403, "AUTH_004")
-    stopped = assert_ok(await client.post(f"/api/companies/{company}/stop", headers=admin.headers))
+    # the owner controls their company (ownership grants companies:execute); others can't see it
+    assert_error(await client.post(f"/api/companies/{company}/stop", headers=other_user.headers), 404, "RES_001")
+    assert_error(await client.post(f"/api/companies/{company}/stop", headers=viewer.headers), 403, "AUTH_004")
+    stopped = assert_ok(await client.post(f"/api/companies/{company}/stop", headers=user.headers))
     assert stopped["executionStopped"] is True
     task = assert_ok(await client.post("/api/tasks", headers=user.headers, json={
         "name": "t", "type": "workflow", "priority": "low", "companyId": company, "workflowId": wf}), 201)

@@ -55,12 +55,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
 }
 
 # The spec's USER role can create companies, agents, tools, workflows and tasks
-# but holds no delete/publish/cancel permission. Ownership grants those on what
-# the user owns: the route admits the action, and the service checks that the
-# caller owns the object (company owner, creator) before doing it.
+# but holds no delete/publish/cancel/company-execute permission. Ownership (and,
+# for execute, membership) grants those on the objects concerned: the route
+# admits the action, and the service checks the caller's standing on the object
+# (company owner or member role, creator) before doing it.
 OWNER_PERMISSIONS = frozenset({
-    "companies:delete", "agents:delete", "agents:publish", "tools:delete", "tools:publish",
-    "workflows:delete", "tasks:delete", "tasks:cancel",
+    "companies:delete", "companies:execute", "agents:delete", "agents:publish", "tools:delete",
+    "tools:publish", "workflows:delete", "tasks:delete", "tasks:cancel",
 })
 
 # Roles whose permissions apply to every tenant's objects.
