@@ -92,13 +92,6 @@ class SecretBox:
         return self._aead.decrypt(blob[:12], blob[12:], b"troupe").decode()
 
 
-def mask(value: str | None) -> str | None:
-    """What a caller sees of a stored secret."""
-    if value is None:
-        return None
-    return "********"
-
-
 def access_claims(*, user_id: str, email: str, username: str, role: str, companies: list[str],
                   token_version: int) -> dict[str, Any]:
     """The spec's JWT payload (iat/exp/jti are added when signing). ``tv`` ties the

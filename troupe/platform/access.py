@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from sqlalchemy import ColumnElement, false, or_, true
+from sqlalchemy import ColumnElement, or_, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from troupe.db import models
@@ -74,7 +74,3 @@ def member_company_ids_subquery(user: Principal):
     from sqlalchemy import select
 
     return select(models.Company.id).where(visible_companies(user)).scalar_subquery()
-
-
-def nothing() -> ColumnElement[bool]:
-    return false()
