@@ -12,6 +12,7 @@ from bench.stack import troupe_stack
 BENCHMARKS = [
     "bench.bench_http",
     "bench.bench_ws",
+    "bench.bench_engine",
 ]
 
 
