@@ -1,0 +1,1 @@
+"""Files: uploads, downloads, shares and usage, stored through fsspec."""

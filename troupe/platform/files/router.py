@@ -1,0 +1,148 @@
+"""File routes (spec: 文件管理). Uploads are parsed as streams, so their
+multipart bodies are described in the OpenAPI by hand."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from troupe.config import get_settings
+from troupe.errors import AppError, ErrorCode
+from troupe.platform.deps import CurrentUser, DbSession
+from troupe.platform.files import service
+from troupe.platform.files.download import file_response
+from troupe.platform.files.schemas import (
+    BatchDelete,
+    BatchResult,
+    ChunkReceived,
+    CompleteUpload,
+    FileInfo,
+    FileListParams,
+    FileUpdate,
+    ShareCreate,
+    SharedFileInfo,
+    ShareRead,
+    StorageUsage,
+)
+from troupe.platform.schemas import Envelope, Message, ok
+
+router = APIRouter(prefix="/api/files", tags=["files"])
+
+_BINARY = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+           "description": "The file's bytes (206 with Content-Range for a byte range)"}
+
+
+def _multipart(properties: dict, required: list[str]) -> dict:
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "properties": properties, "required": required}}}}}
+
+
+_UPLOAD_BODY = _multipart({
+    "file": {"type": "string", "format": "binary"},
+    "type": {"type": "string", "description": "Client category (avatar, document...), kept in metadata.category"},
+    "metadata": {"type": "string", "description": "JSON object"},
+    "companyId": {"type": "string", "format": "uuid", "description": "A company you may write"},
+    "private": {"type": "boolean", "default": True},
+    "tags": {"type": "string", "description": "Repeated field, comma-separated list or JSON array"},
+}, ["file"])
+_CHUNK_BODY = _multipart({
+    "chunk": {"type": "string", "format": "binary"},
+    "chunkIndex": {"type": "integer", "minimum": 0},
+    "totalChunks": {"type": "integer", "minimum": 1, "maximum": service.MAX_CHUNKS},
+    "fileId": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$",
+               "description": "Upload id; omit on the first chunk to have one assigned"},
+    "filename": {"type": "string", "description": "Required with the first chunk"},
+}, ["chunk", "chunkIndex", "totalChunks"])
+
+
+def _base(request: Request) -> str:
+    return (get_settings().api_base_url or str(request.base_url)).rstrip("/")
+
+
+@router.post("/upload", response_model=Envelope[FileInfo], status_code=201, openapi_extra=_UPLOAD_BODY)
+async def upload_file(request: Request, session: DbSession, user: CurrentUser):
+    return ok(await service.upload(session=session, user=user, request=request,
+                                   base=get_settings().api_base_url or ""))
+
+
+@router.post("/upload/chunk", response_model=Envelope[ChunkReceived], status_code=201, openapi_extra=_CHUNK_BODY)
+async def upload_chunk(request: Request, session: DbSession, user: CurrentUser):
+    return ok(await service.upload_chunk(session=session, user=user, request=request))
+
+
+@router.post("/upload/complete", response_model=Envelope[FileInfo], status_code=201)
+async def complete_upload(body: CompleteUpload, session: DbSession, user: CurrentUser):
+    return ok(await service.complete_upload(session=session, user=user, data=body,
+                                            base=get_settings().api_base_url or ""))
+
+
+@router.get("", response_model=Envelope[list[FileInfo]])
+async def list_files(session: DbSession, user: CurrentUser, params: Annotated[FileListParams, Query()]):
+    items, pagination = await service.list_files(session=session, user=user, params=params)
+    return ok(items, pagination=pagination)
+
+
+@router.get("/storage/usage", response_model=Envelope[StorageUsage])
+async def storage_usage(session: DbSession, user: CurrentUser):
+    return ok(await service.usage(session=session, user=user))
+
+
+@router.post("/batch/delete", response_model=Envelope[BatchResult])
+async def batch_delete(body: BatchDelete, session: DbSession, user: CurrentUser):
+    return ok(await service.batch_delete(session=session, user=user, data=body))
+
+
+@router.get("/shared/{share_id}", response_model=Envelope[SharedFileInfo], responses={200: _BINARY})
+async def open_share(share_id: str, session: DbSession,
+                     password: Annotated[str | None, Query(max_length=128)] = None,
+                     x_share_password: Annotated[str | None, Header(max_length=128)] = None,
+                     info: Annotated[bool, Query(description="Describe the file instead of sending it")] = False,
+                     inline: Annotated[bool, Query(description="Show in the browser (needs allowPreview)")] = False):
+    """Public. By default sends the file as an attachment when the link allows
+    downloads, else inline when it allows previews; ``info=true`` describes it."""
+    share, file, count = await service.open_share(session=session, share_id=share_id,
+                                                  password=x_share_password or password)
+    if info:
+        return ok(service.shared_info(share, file, count))
+    as_inline = inline or not share.allow_download
+    if (as_inline and not share.allow_preview) or (not as_inline and not share.allow_download):
+        raise AppError(ErrorCode.INSUFFICIENT_PERMISSIONS, "This link does not allow that")
+    return await file_response(file, inline=as_inline, range_header=None)
+
+
+@router.get("/{file_id}", response_model=Envelope[FileInfo])
+async def get_file(file_id: str, session: DbSession, user: CurrentUser):
+    return ok(FileInfo.model_validate(await service.get_file(session=session, user=user, file_id=file_id)))
+
+
+@router.put("/{file_id}", response_model=Envelope[FileInfo])
+async def update_file(file_id: str, body: FileUpdate, session: DbSession, user: CurrentUser):
+    result = await service.update_file(session=session, user=user, file_id=file_id, data=body)
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
+
+
+@router.delete("/{file_id}", response_model=Envelope[Message])
+async def delete_file(file_id: str, session: DbSession, user: CurrentUser):
+    await service.delete_file(session=session, user=user, file_id=file_id)
+    return ok(Message(message="File deleted"))
+
+
+@router.get("/{file_id}/download", response_class=StreamingResponse, responses={200: _BINARY, 206: _BINARY})
+async def download_file(file_id: str, request: Request, session: DbSession, user: CurrentUser,
+                        inline: Annotated[bool, Query()] = False,
+                        thumbnail: Annotated[bool, Query(description="Thumbnails are not generated: 404")] = False):
+    file = await service.get_file(session=session, user=user, file_id=file_id)
+    if thumbnail:
+        raise AppError(ErrorCode.RESOURCE_NOT_FOUND, "This file has no thumbnail")
+    return await file_response(file, inline=inline, range_header=request.headers.get("range"))
+
+
+@router.post("/{file_id}/share", response_model=Envelope[ShareRead], status_code=201)
+async def share_file(file_id: str, body: ShareCreate, request: Request, session: DbSession, user: CurrentUser):
+    result = await service.create_share(session=session, user=user, file_id=file_id, data=body,
+                                        base=_base(request))
+    await session.commit()  # durable before the client hears about it
+    return ok(result)
