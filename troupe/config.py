@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     aws_s3_bucket: str | None = None
     aws_s3_region: str | None = None
     max_upload_bytes: int = 50 * 1024 * 1024
+    storage_quota_bytes: int = 10 * 1024**3  # per user; 0 = unlimited
 
     # Mail: without SMTP_HOST, mail goes to the development outbox under data_dir.
     smtp_host: str | None = None

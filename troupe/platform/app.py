@@ -88,6 +88,7 @@ DOMAINS: list[str] = [
     "workflows",
     "tasks",
     "execution",
+    "files",
 ]
 
 
