@@ -660,3 +660,15 @@ class ChatMessage(_Model):
     created_at: Mapped[datetime] = _created_at(nullable=False)
 
     __table_args__ = (Index("idx_chat_messages_room_created_at", "room", "created_at"),)
+
+
+class SystemSetting(_Model):
+    """One section (general, security, limits, ...) of the runtime system settings (0007_system_settings)."""
+
+    __tablename__ = "system_settings"
+
+    section: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[dict[str, Any]] = _jsonb(nullable=False)
+    updated_by: Mapped[uuid.UUID | None] = _fk("users.id", "SET NULL")
+    updated_at: Mapped[datetime] = mapped_column(_TS, server_default=func.now(), onupdate=func.now(),
+                                                 nullable=False)

@@ -78,6 +78,10 @@ def create_app(*, behind_serve: bool = False) -> FastAPI:
 # Each domain package under troupe/platform/ exposes `router` in its router.py.
 DOMAINS: list[str] = [
     "health",
+    "system",
+    "logs",
+    "metrics",
+    "dashboard",
     "companies",
     "agents",
     "auth",

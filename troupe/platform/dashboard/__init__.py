@@ -1,0 +1,1 @@
+"""Dashboard: stats, performance and alerts over the caller's companies (/api/dashboard)."""

@@ -1,0 +1,1 @@
+"""System log search (/api/logs) over the logs table."""

@@ -1,0 +1,1 @@
+"""System, performance and business metrics (/api/metrics)."""

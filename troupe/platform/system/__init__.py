@@ -1,0 +1,1 @@
+"""System settings, backup and restore (/api/settings)."""
