@@ -97,7 +97,6 @@ class Settings(BaseSettings):
     # Security
     cors_origin: str = "*"
     helmet_enabled: bool = True
-    csrf_enabled: bool = True
     # Outbound guard: hosts/CIDRs that tools and webhooks may reach despite being private.
     outbound_allowlist: list[str] = Field(default_factory=list, validation_alias="TROUPE_OUTBOUND_ALLOWLIST")
     outbound_timeout: Duration = timedelta(seconds=15)
@@ -148,6 +147,7 @@ class Settings(BaseSettings):
     # Runtime
     actor_idle_timeout: Duration = Field(timedelta(minutes=5), validation_alias="TROUPE_ACTOR_IDLE_TIMEOUT")
     max_resident_agents: int = Field(200, validation_alias="TROUPE_MAX_RESIDENT_AGENTS")
+    node_task_resources: dict[str, float] = Field(default_factory=dict, validation_alias="TROUPE_NODE_TASK_RESOURCES")
 
     @model_validator(mode="after")
     def _secrets(self) -> Settings:
