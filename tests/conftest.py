@@ -22,6 +22,9 @@ os.environ["TROUPE_REDIS_PREFIX"] = f"troupe-test-{RUN_ID}"
 os.environ.setdefault("TROUPE_ACTOR_IDLE_TIMEOUT", "20s")
 os.environ.setdefault("CORS_ORIGIN", "http://localhost:3000")
 os.environ.setdefault("TROUPE_MAX_BODY_BYTES", "262144")
+# The test deployment admits loopback for local webhook/tool targets (tests/test_engine_outbound.py);
+# production keeps the empty default.
+os.environ.setdefault("TROUPE_OUTBOUND_ALLOWLIST", '["127.0.0.1"]')
 
 pytest_plugins = ["tests.utils.fixtures"]
 

@@ -21,11 +21,12 @@ from typing import Any
 import ray
 from sqlalchemy import select, update
 
+from troupe.config import get_settings
 from troupe.db import models
 from troupe.db.session import session_scope
 from troupe.engine import graph as g
 from troupe.engine import records, templates
-from troupe.engine.nodes import PARK_AFTER_SECONDS, execute_node
+from troupe.engine.nodes import PARK_AFTER_SECONDS, execute_node, mask_sealed
 from troupe.timeutil import utcnow
 
 log = logging.getLogger("troupe.engine")
@@ -155,9 +156,11 @@ class RunDriver:
     # ------------------------------------------------------------------ context
     def context(self, prev: Any = None) -> dict[str, Any]:
         nodes = {nid: {"output": o.output, "status": o.kind} for nid, o in self.outcomes.items()}
+        # Secrets stay sealed here; only the node task opens them (troupe.engine.nodes.Secrets).
         return {"input": self.task.input, "vars": self.variables, "nodes": nodes, "prev": prev,
                 "loop": dict(self.loop_ctx), "output": prev if isinstance(prev, dict) else {},
-                "task": {"id": str(self.task.id), "name": self.task.name}}
+                "task": {"id": str(self.task.id), "name": self.task.name},
+                "secrets": dict(self.config.get("secrets") or {})}
 
     def edge_active(self, edge: dict[str, Any]) -> bool | None:
         src = self.outcomes.get(edge["source"])
@@ -274,7 +277,7 @@ class RunDriver:
             return Outcome("ok", self.completed[(nid, 0)])
         cfg = g.config_of(node)
         bound = int(cfg.get("maxIterations") or 0)
-        items = templates.render(cfg["items"], self.context(prev)) if "items" in cfg else None
+        items = _as_items(templates.render(cfg["items"], self.context(prev))) if "items" in cfg else None
         if items is not None and not isinstance(items, list):
             return await self._record_driver_node(node, 0, cfg, Outcome(
                 "failed", error={"code": "BIZ_001", "message": "loop items did not resolve to a list"}))
@@ -313,7 +316,7 @@ class RunDriver:
         """Loop bookkeeping runs in the driver; it is still recorded like any node."""
         started = utcnow()
         exec_id = await records.start_execution(task_id=self.task_id, node_id=node["id"], iteration=iteration,
-                                                attempt=0, input_=_jsonable(cfg))
+                                                attempt=0, input_=mask_sealed(_jsonable(cfg)))
         meta = {"final": True, "code": (outcome.error or {}).get("code")} if outcome.kind == "failed" else {}
         await records.finish_execution(exec_id, status="completed" if outcome.kind == "ok" else "failed",
                                        output=_jsonable(outcome.output),
@@ -365,12 +368,14 @@ class RunDriver:
             if self.control.cancel_reason:
                 raise asyncio.CancelledError
             spec = {"type": kind, "config": cfg, "context": _jsonable(ctx), "taskId": str(self.task_id),
+                    "companyId": str(self.task.company_id) if self.task.company_id else None,
                     "nodeId": nid, "iteration": iteration, "attempt": attempt, "agentId": agent_id,
                     "conditions": data.get("conditions") or cfg.get("conditions"), "idempotencyKey": idem,
                     "tool": self.tools.get(tool_id or ""), "timeout": timeout}
             started = utcnow()
             exec_id = await records.start_execution(task_id=self.task_id, node_id=nid, iteration=iteration,
-                                                    attempt=attempt, input_=_jsonable(cfg), agent_id=agent_id,
+                                                    attempt=attempt, input_=mask_sealed(_jsonable(cfg)),
+                                                    agent_id=agent_id,
                                                     tool_id=tool_id if tool_id in self.tools else None,
                                                     idempotency_key=idem)
             await records.write_log(task_id=self.task_id, company_id=self.task.company_id, level="info",
@@ -414,7 +419,10 @@ class RunDriver:
 
     async def _submit(self, spec: dict[str, Any], nid: str, iteration: int, attempt: int,
                       limit_s: float) -> dict[str, Any]:
-        ref = execute_node.options(name=f"node:{self.task_id}:{nid}:{iteration}:{attempt}").remote(spec)
+        # TROUPE_NODE_TASK_RESOURCES (JSON, e.g. {"worker": 0.01}) pins node tasks to nodes offering them.
+        resources = get_settings().node_task_resources
+        ref = execute_node.options(name=f"node:{self.task_id}:{nid}:{iteration}:{attempt}",
+                                   **({"resources": resources} if resources else {})).remote(spec)
         self.control.refs.add(ref)
         try:
             return await asyncio.wait_for(ref, timeout=limit_s)
@@ -440,7 +448,7 @@ class RunDriver:
         else:
             wake_at = (utcnow() + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
             exec_id = await records.start_execution(task_id=self.task_id, node_id=nid, iteration=iteration,
-                                                    attempt=0, input_=_jsonable(cfg), meta={"wakeAt": wake_at})
+                                                    attempt=0, input_=mask_sealed(_jsonable(cfg)), meta={"wakeAt": wake_at})
             self.parked_rows[key] = (exec_id, wake_at)
         if utcnow().isoformat(timespec="microseconds") < wake_at:
             raise Parked(wake_at)
@@ -564,6 +572,22 @@ async def _tool_call(tool_id: str, task: models.Task, ok: bool, duration: int, e
                                     error=None if ok else error))
         await session.execute(update(models.Tool).where(models.Tool.id == uuid.UUID(tool_id))
                               .values(last_used_at=utcnow()))
+
+
+def _as_items(value: Any) -> Any:
+    """Loop items: a list as is; an agent's output or a text becomes a list too (a JSON
+    array in the text, else its non-empty lines), so a loop can iterate over what a model wrote."""
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        value = value["text"]
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+        return [line.strip() for line in value.splitlines() if line.strip()]
+    return value
 
 
 def _jsonable(value: Any) -> Any:

@@ -90,8 +90,11 @@ def problems(nodes: list[dict[str, Any]], edges: list[dict[str, Any]],
         path = f"nodes[{i}]"
         if kind not in NODE_TYPES:
             found.append({"path": f"{path}.type", "message": f"unknown node type {kind!r}"})
-        if kind == "agent" and not data.get("agentId"):
-            found.append({"path": f"{path}.data.agentId", "message": "agent node needs agentId"})
+        inline = isinstance(cfg.get("provider"), str) and cfg["provider"].strip() and \
+            isinstance(cfg.get("model"), str) and cfg["model"].strip()
+        if kind == "agent" and not data.get("agentId") and not inline:
+            found.append({"path": f"{path}.data.agentId", "message": "agent node needs agentId or an inline "
+                                                                     "configuration.provider and configuration.model"})
         if kind == "tool" and not data.get("toolId"):
             found.append({"path": f"{path}.data.toolId", "message": "tool node needs toolId"})
         if kind == "condition":

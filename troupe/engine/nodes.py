@@ -11,22 +11,35 @@ Node ``data.configuration`` keys (templates allowed in every string, see
 
 - ``input``: ``value`` (default: the task's input) -> output.
 - ``output``: ``value`` (default: the output of the node that activated it).
-- ``agent`` (``data.agentId``): ``prompt`` (default: the activating output as
-  JSON), ``system``, ``temperature``, ``maxTokens``, ``timeout``; output
-  ``{text, model, tokens, cost, simulated}``.
+- ``agent`` (``data.agentId``, through the AgentActor; or inline ``provider`` +
+  ``model``, called here through the provider registry, with ``systemPrompt``,
+  ``apiKey``/``baseUrl`` and an optional ``rateLimit.requestsPerMinute``):
+  ``prompt`` (default: the activating output as JSON), ``system``,
+  ``temperature``, ``maxTokens``, ``timeout``; output
+  ``{text, model, provider, tokens, cost, simulated}``.
 - ``tool`` (``data.toolId``): ``input`` (object passed to the tool). Tool types:
   ``calculator`` (``input.expression``), ``http``/``api``/``webhook`` (tool
-  ``configuration.endpoint``/``method``/``headers`` through the outbound guard).
+  ``configuration.endpoint``/``method``/``headers``/``authentication`` through
+  the outbound guard).
 - ``condition``: ``data.conditions`` (spec conditions); output ``{result}``.
 - ``delay``: ``seconds`` (or ``ms``). Up to ``PARK_AFTER_SECONDS`` the node task
   sleeps; longer delays park the run (handled by the driver, holding no worker).
 - ``webhook``: ``url``, ``method`` (POST), ``headers``, ``body``; sends
-  ``Idempotency-Key: <task>:<node>:<iteration>``.
+  ``Idempotency-Key: <task>:<node>:<iteration>``; a successful answer is kept in
+  Redis under that key, so a re-run of the same node and iteration (Ray retry,
+  recovery, ``retry`` with ``fromStep``) returns it without sending again.
 - ``email``: ``to``, ``subject``, ``body``; the idempotency key is recorded
   before sending so a resumed run never sends twice.
 - ``loop``: handled by the driver: ``items`` (list or template) or ``while``
   (conditions), ``maxIterations`` (required, 1..10000); the body is the nodes on
   cycles back to the loop node (or an explicit ``body`` list of node ids).
+
+Sealed secrets (``enc:v1:...``: tool credentials and secret headers, workflow
+``configuration.secrets`` referenced as ``{{secrets.name}}``) travel sealed to
+this task and are opened only here, right before the outbound call of tool,
+webhook and email nodes; every opened value is replaced by ``********`` in the
+node's output and error message, and the driver records inputs with sealed
+values masked.
 
 Every node accepts ``timeout`` (seconds), ``retries`` (overrides the policy's
 maxRetries) and, for tests, ``simulateFailAttempts``/``simulateError``/``sleep``.
@@ -35,8 +48,10 @@ maxRetries) and, for tests, ``simulateFailAttempts``/``simulateError``/``sleep``
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -46,6 +61,79 @@ from troupe.engine import templates
 from troupe.engine.calculator import calculate
 
 PARK_AFTER_SECONDS = 2.0
+MASK = "********"
+# Sealed values, whole or inside a rendered string ("Bearer enc:v1:...").
+_SEALED = re.compile(r"enc:v1:[A-Za-z0-9+/]+={0,2}")
+# Opened values shorter than this are not scrubbed from outputs (they would mangle any text).
+_MIN_SCRUB = 4
+# Inline agent nodes of a real provider share this per-company request budget unless
+# their configuration sets rateLimit.requestsPerMinute.
+INLINE_REQUESTS_PER_MINUTE = 600
+SECRET_NODE_TYPES = frozenset({"tool", "webhook", "email"})
+
+
+def mask_sealed(value: Any) -> Any:
+    """``value`` with every sealed secret replaced by ``MASK`` (for recorded inputs)."""
+    if isinstance(value, str):
+        return _SEALED.sub(MASK, value) if "enc:v1:" in value else value
+    if isinstance(value, dict):
+        return {k: mask_sealed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_sealed(v) for v in value]
+    return value
+
+
+class SecretError(Exception):
+    pass
+
+
+class Secrets:
+    """Opens sealed values for one outbound call and scrubs them from what comes back."""
+
+    def __init__(self) -> None:
+        self.opened: set[str] = set()
+        self._box: Any = None
+
+    def _open_match(self, match: re.Match[str]) -> str:
+        from troupe.security import SecretBox
+
+        self._box = self._box or SecretBox()
+        try:
+            plain = self._box.open(match.group(0))
+        except Exception as exc:  # wrong key or a corrupted value: never send the ciphertext
+            raise SecretError("a sealed secret could not be opened (was TROUPE_SECRETS_KEY changed?)") from exc
+        if len(plain) >= _MIN_SCRUB:
+            self.opened.add(plain)
+        return plain
+
+    def open(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return _SEALED.sub(self._open_match, value) if "enc:v1:" in value else value
+        if isinstance(value, dict):
+            return {k: self.open(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.open(v) for v in value]
+        return value
+
+    def scrub(self, value: Any) -> Any:
+        if not self.opened:
+            return value
+        if isinstance(value, str):
+            for plain in sorted(self.opened, key=len, reverse=True):
+                value = value.replace(plain, MASK)
+            return value
+        if isinstance(value, dict):
+            return {k: self.scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.scrub(v) for v in value]
+        return value
+
+    def scrub_result(self, result: dict[str, Any]) -> dict[str, Any]:
+        if self.opened:
+            for key in ("output", "message"):
+                if key in result:
+                    result[key] = self.scrub(result[key])
+        return result
 
 
 def failure(code: str, message: str, *, retryable: bool = True) -> dict[str, Any]:
@@ -101,10 +189,17 @@ def _dispatch(spec: dict[str, Any]) -> dict[str, Any]:
         return _agent(spec, config, context)
     if kind == "tool":
         return run_tool(spec.get("tool") or {}, config.get("input", {}), idempotency_key=spec.get("idempotencyKey"))
-    if kind == "webhook":
-        return _webhook(config, spec.get("idempotencyKey"))
-    if kind == "email":
-        return asyncio.run(_email(config, spec.get("idempotencyKey")))
+    if kind in SECRET_NODE_TYPES:
+        secrets = Secrets()
+        try:
+            opened = secrets.open(config)
+        except SecretError as exc:
+            return failure("BIZ_003", str(exc), retryable=False)
+        if kind == "webhook":
+            result = _webhook(opened, spec.get("idempotencyKey"), remember=True)
+        else:
+            result = asyncio.run(_email(opened, spec.get("idempotencyKey")))
+        return secrets.scrub_result(result)
     return failure("BIZ_001", f"node type {kind!r} cannot be executed", retryable=False)
 
 
@@ -118,8 +213,6 @@ def _agent(spec: dict[str, Any], config: dict[str, Any], context: dict[str, Any]
     from troupe.actors import handles
 
     agent_id = spec.get("agentId")
-    if not agent_id:
-        return failure("BIZ_001", "agent node has no agentId", retryable=False)
     prompt = config.get("prompt")
     if prompt is None:
         prev = context.get("prev")
@@ -130,13 +223,110 @@ def _agent(spec: dict[str, Any], config: dict[str, Any], context: dict[str, Any]
                "extra": {"attempt": spec.get("attempt", 0),
                          **{k: config[k] for k in ("simulatedLatencyMs", "simulateFailAttempts", "simulateError")
                             if k in config}}}
-    return handles.call_sync(handles.agent_name(agent_id), "complete", request, timeout=timeout + 5)
+    if agent_id:
+        return handles.call_sync(handles.agent_name(agent_id), "complete", request, timeout=timeout + 5)
+    provider, model = config.get("provider"), config.get("model")
+    if not (isinstance(provider, str) and provider.strip() and isinstance(model, str) and model.strip()):
+        return failure("BIZ_001", "agent node needs data.agentId or an inline configuration.provider and "
+                                  "configuration.model", retryable=False)
+    return asyncio.run(_inline_agent(spec, config, request))
+
+
+async def _inline_agent(spec: dict[str, Any], config: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    """An agent node configured inline: no agent row and no AgentActor (no memory, no
+    performance counters); the provider is called from this node task."""
+    from troupe.infra import ratelimit
+    from troupe.infra.redis import close_redis
+    from troupe.providers.base import ChatMessage, CompletionRequest, ProviderError
+    from troupe.providers.registry import get_provider
+
+    started = time.monotonic()
+    deadline = started + float(request["timeout"])
+    name = str(config["provider"]).strip().lower()
+    rate = config.get("rateLimit") if isinstance(config.get("rateLimit"), dict) else {}
+    per_minute = int(rate.get("requestsPerMinute") or (0 if name == "simulated" else INLINE_REQUESTS_PER_MINUTE))
+    try:
+        provider = get_provider(name, config=config)
+        if per_minute > 0:
+            # Cluster-wide per company and provider: inline nodes have no agent whose limit would apply.
+            key = f"inline:{spec.get('companyId') or '-'}:{name}:requests"
+            while True:
+                decision = await ratelimit.hit(key, limit=per_minute, window_seconds=60)
+                if decision.allowed:
+                    break
+                if time.monotonic() + decision.retry_after_seconds > deadline:
+                    raise ProviderError("SYS_004", f"inline {name} rate limit: waiting would exceed the timeout")
+                await asyncio.sleep(min(decision.retry_after_seconds, 1.0))
+        system = request.get("system") or config.get("systemPrompt")
+        messages = ([ChatMessage("system", str(system))] if system else []) + [
+            ChatMessage("user", str(request["prompt"]))]
+        completion = CompletionRequest(
+            model=str(config["model"]), messages=messages,
+            temperature=float(request.get("temperature") or config.get("temperature") or 0.7),
+            max_tokens=int(request.get("maxTokens") or 1024), timeout_s=max(0.1, deadline - time.monotonic()),
+            response_format=config["responseFormat"] if config.get("responseFormat") in ("text", "json") else "text",
+            extra=request.get("extra") or {})
+        result = await asyncio.wait_for(provider.complete(completion), timeout=completion.timeout_s)
+    except TimeoutError:
+        return failure("SYS_006", "agent call timed out")
+    except ProviderError as exc:
+        return failure(exc.code, str(exc), retryable=exc.retryable)
+    finally:
+        await close_redis()
+    elapsed = int((time.monotonic() - started) * 1000)
+    output = {"text": result.text, "model": result.model, "provider": result.provider,
+              "tokens": result.total_tokens, "cost": result.cost_usd, "simulated": result.simulated}
+    return success(output, tokensUsed=result.total_tokens, model=result.model, cost=result.cost_usd,
+                   cacheHit=False, responseTime=elapsed, simulated=result.simulated, inline=True)
 
 
 def run_tool(tool: dict[str, Any], tool_input: Any, *, idempotency_key: str | None = None) -> dict[str, Any]:
-    """Executes a tool (also used by ``POST /api/tools/:id/test``)."""
+    """Executes a tool (also used by ``POST /api/tools/:id/test``). Sealed credentials
+    and headers are opened here, for this call only, and scrubbed from the result."""
+    secrets = Secrets()
+    try:
+        opened = secrets.open({"configuration": tool.get("configuration") or {}, "input": tool_input})
+    except SecretError as exc:
+        return failure("BIZ_003", str(exc), retryable=False)
+    return secrets.scrub_result(_run_tool(tool, opened["configuration"], opened["input"], idempotency_key))
+
+
+def _auth_headers(auth: Any) -> dict[str, str]:
+    """Headers for a tool's ``authentication`` (credentials already opened):
+    ``bearer``/``oauth2``: ``token`` (or ``accessToken``) as ``Authorization: Bearer``;
+    ``basic``: ``username`` + ``password``; ``api_key``: ``apiKey`` (or ``key``) sent
+    in the header named by ``header`` (default ``X-Api-Key``), or, without those,
+    every credential entry sent as a header of that name."""
+    if not isinstance(auth, dict):
+        return {}
+    kind = auth.get("type") or "none"
+    creds = {str(k): str(v) for k, v in (auth.get("credentials") or {}).items() if v is not None}
+    if kind == "none":
+        return {}
+    if kind in ("bearer", "oauth2"):
+        token = creds.get("token") or creds.get("accessToken") or creds.get("access_token")
+        if not token:
+            raise ValueError(f"{kind} authentication needs credentials.token")
+        return {"Authorization": f"Bearer {token}"}
+    if kind == "basic":
+        if "username" not in creds or "password" not in creds:
+            raise ValueError("basic authentication needs credentials.username and credentials.password")
+        pair = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+    if kind == "api_key":
+        key = creds.get("apiKey") or creds.get("api_key") or creds.get("key")
+        if key:
+            return {creds.get("header") or creds.get("headerName") or "X-Api-Key": key}
+        headers = {k: v for k, v in creds.items() if k not in ("header", "headerName")}
+        if not headers:
+            raise ValueError("api_key authentication needs credentials.apiKey")
+        return headers
+    raise ValueError(f"authentication type {kind!r} is not supported")
+
+
+def _run_tool(tool: dict[str, Any], configuration: dict[str, Any], tool_input: Any,
+              idempotency_key: str | None) -> dict[str, Any]:
     kind = str(tool.get("type", "")).lower()
-    configuration = tool.get("configuration") or {}
     if kind == "calculator":
         expression = tool_input.get("expression") if isinstance(tool_input, dict) else tool_input
         try:
@@ -147,13 +337,17 @@ def run_tool(tool: dict[str, Any], tool_input: Any, *, idempotency_key: str | No
         endpoint = configuration.get("endpoint")
         if not endpoint:
             return failure("BIZ_003", "tool has no configuration.endpoint", retryable=False)
-        return _webhook({"url": endpoint, "method": configuration.get("method", "POST"),
-                         "headers": configuration.get("headers") or {}, "body": tool_input,
+        try:
+            auth = _auth_headers(configuration.get("authentication"))
+        except ValueError as exc:
+            return failure("BIZ_003", f"tool {exc}", retryable=False)
+        return _webhook({"url": endpoint, "method": configuration.get("method") or "POST",
+                         "headers": {**(configuration.get("headers") or {}), **auth}, "body": tool_input,
                          "timeout": configuration.get("timeout")}, idempotency_key)
     return failure("BIZ_003", f"tool type {kind!r} has no runtime in this deployment", retryable=False)
 
 
-def _webhook(config: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+def _webhook(config: dict[str, Any], idempotency_key: str | None, *, remember: bool = False) -> dict[str, Any]:
     try:
         from troupe.infra import outbound
     except ImportError:
@@ -164,13 +358,36 @@ def _webhook(config: dict[str, Any], idempotency_key: str | None) -> dict[str, A
     headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
-    return asyncio.run(_send_http(outbound, str(config.get("method", "POST")).upper(), str(url), headers,
-                                  config.get("body")))
+    timeout = float(config["timeout"]) if config.get("timeout") else None
+    send = _send_http(outbound, str(config.get("method", "POST")).upper(), str(url), headers, config.get("body"),
+                      timeout)
+    if remember and idempotency_key:
+        return asyncio.run(_remembered(idempotency_key, send))
+    return asyncio.run(send)
 
 
-async def _send_http(outbound: Any, method: str, url: str, headers: dict[str, str], body: Any) -> dict[str, Any]:
+async def _remembered(idempotency_key: str, send: Any) -> dict[str, Any]:
+    """A webhook delivered once per key: a re-run returns the stored answer instead of sending."""
+    from troupe.infra.redis import close_redis, get_redis, rkey
+
+    key = rkey("engine", "webhook", idempotency_key)
     try:
-        response = await outbound.request(method, url, headers=headers,
+        stored = await get_redis().get(key)
+        if stored is not None:
+            send.close()
+            return success({**json.loads(stored), "duplicate": True}, duplicate=True)
+        result = await send
+        if result.get("ok"):
+            await get_redis().set(key, json.dumps(result["output"], default=str), ex=7 * 86400)
+        return result
+    finally:
+        await close_redis()
+
+
+async def _send_http(outbound: Any, method: str, url: str, headers: dict[str, str], body: Any,
+                     limit_s: float | None = None) -> dict[str, Any]:
+    try:
+        response = await outbound.request(method, url, headers=headers, timeout=limit_s,
                                            json=body if method not in ("GET", "DELETE") else None)
     except Exception as exc:
         code = str(getattr(exc, "code", "SYS_007"))
