@@ -206,7 +206,7 @@ async def test_isolation_and_listing(client, user, other_user, admin):
 
     theirs = (await client.get(f"/api/files?tags={tag}", headers=other_user.headers)).json()
     assert [f["id"] for f in theirs["data"]] == [public["id"]]
-    mine = (await client.get(f"/api/files?tags={tag}&sort=filename&order=asc&limit=1", headers=user.headers)).json()
+    mine = (await client.get(f"/api/files?tags={tag}&sort=filename&order=desc&limit=1", headers=user.headers)).json()
     assert [f["id"] for f in mine["data"]] == [private["id"]]
     assert mine["pagination"]["total"] == 2 and mine["pagination"]["hasNext"] is True
     only_private = assert_ok(await client.get(f"/api/files?tags={tag}&private=true", headers=user.headers))

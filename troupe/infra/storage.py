@@ -170,9 +170,9 @@ def _build() -> Storage:
         prefix = (settings.storage_root or "files").strip("/")
         return Storage(fs, f"{settings.aws_s3_bucket}/{prefix}")
     root = settings.storage_root or str(settings.data_dir / "files")
+    # Directories are made on first write (off the event loop), not here.
     fs = fsspec.filesystem("file", auto_mkdir=True)
     root = fs._strip_protocol(str(root))
-    fs.makedirs(root, exist_ok=True)
     # Absolute, so every process (API replicas, workers, tests) agrees on it.
     return Storage(fs, os.path.abspath(root))
 
