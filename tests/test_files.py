@@ -163,6 +163,10 @@ async def test_chunked_upload_errors(client, user, other_user):
     assert_error(await client.post("/api/files/upload/complete", headers=user.headers,
                                    json={"fileId": "../../etc", "totalChunks": 1}), 404, "RES_001")
     assert_ok(await _chunk(client, user, b"middle ", 1, 3, upload_id), 201)
+    # upload/complete is JSON: the general body limit holds there too.
+    assert_error(await client.post("/api/files/upload/complete", headers=user.headers,
+                                   json={"fileId": upload_id, "totalChunks": 3,
+                                         "metadata": {"pad": "x" * 2_000_000}}), 413, "VAL_008")
     assert_error(await client.post("/api/files/upload/complete", headers=user.headers,
                                    json={"fileId": upload_id, "totalChunks": 3, "checksum": "0" * 64}),
                  422, "VAL_001", field="checksum")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 
 from troupe.config import get_settings
 from troupe.errors import AppError, ErrorCode
@@ -29,6 +30,29 @@ from troupe.platform.files.schemas import (
 from troupe.platform.schemas import Envelope, Message, ok
 
 router = APIRouter(prefix="/api/files", tags=["files"])
+
+
+class BoundedJsonRoute(APIRoute):
+    """The app's body-size limit skips every ``/api/files/upload*`` path, which
+    includes the JSON ``upload/complete``: this restores the general limit there."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def bounded(request: Request):
+            limit = get_settings().max_body_bytes
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise AppError(ErrorCode.FILE_TOO_LARGE, f"Request body exceeds {limit} bytes")
+            body = bytearray()
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise AppError(ErrorCode.FILE_TOO_LARGE, f"Request body exceeds {limit} bytes")
+            request._body = bytes(body)  # Starlette serves request.body() from this cache
+            return await handler(request)
+
+        return bounded
 
 _BINARY = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
            "description": "The file's bytes (206 with Content-Range for a byte range)"}
@@ -72,10 +96,13 @@ async def upload_chunk(request: Request, session: DbSession, user: CurrentUser):
     return ok(await service.upload_chunk(session=session, user=user, request=request))
 
 
-@router.post("/upload/complete", response_model=Envelope[FileInfo], status_code=201)
 async def complete_upload(body: CompleteUpload, session: DbSession, user: CurrentUser):
     return ok(await service.complete_upload(session=session, user=user, data=body,
                                             base=get_settings().api_base_url or ""))
+
+
+router.add_api_route("/upload/complete", complete_upload, methods=["POST"], response_model=Envelope[FileInfo],
+                     status_code=201, route_class_override=BoundedJsonRoute)
 
 
 @router.get("", response_model=Envelope[list[FileInfo]])
