@@ -51,20 +51,22 @@ async def _stored(task_id: str) -> tuple[list, list, object]:
                 [(log.message, log.details) for log in logs], task.output if task else None)
 
 
-TEMPLATE_RUNS = {
-    "Research and summarise": ({"question": "Why is the sky blue?"}, "summarise"),
-    "Support triage": ({"ticket": "My invoice is wrong"}, "classify"),
-    "Content pipeline": ({"topic": "actor models"}, "edit"),
-    "Webhook notify": ({"event": "deployed", "version": 3}, "notify"),
-}
+# (template, input, a node that must complete, a node that must not run)
+TEMPLATE_RUNS = [
+    ("Research and summarise", {"question": "Why is the sky blue?"}, "summarise", None),
+    ("Support triage", {"ticket": "My invoice is wrong"}, "reply", "escalate"),
+    ("Support triage", {"ticket": "urgent: checkout is down for every customer"}, "escalate", "reply"),
+    ("Content pipeline", {"topic": "actor models"}, "edit", None),
+    ("Webhook notify", {"event": "deployed", "version": 3}, "notify", None),
+]
 
 
 async def test_every_builtin_template_runs_to_completion(client, user, stub):
     templates = assert_ok(await client.get("/api/workflows/templates?limit=100", headers=user.headers))
     by_name = {t["name"]: t for t in templates}
-    assert set(TEMPLATE_RUNS) <= set(by_name)
+    assert {run[0] for run in TEMPLATE_RUNS} <= set(by_name)
     company = {"id": await make_company(user.id)}
-    for name, (input_, last_node) in TEMPLATE_RUNS.items():
+    for name, input_, last_node, skipped_node in TEMPLATE_RUNS:
         workflow = assert_ok(await client.post("/api/workflows", headers=user.headers, json={
             "companyId": company["id"], "templateId": by_name[name]["id"], "status": "active"}), 201)
         assert workflow["nodes"] == by_name[name]["nodes"]
@@ -75,6 +77,7 @@ async def test_every_builtin_template_runs_to_completion(client, user, stub):
         rows = await executions(client, user, task_id)
         done = {r["nodeId"] for r in rows if r["status"] == "completed"}
         assert last_node in done and "output" in done, (name, done)
+        assert skipped_node not in done, (name, done)
         agents = [r for r in rows if r["status"] == "completed" and r["nodeId"] in
                   {n["id"] for n in workflow["nodes"] if n["type"] == "agent"}]
         for row in agents:  # inline agents ran through the simulated provider, labelled as such

@@ -81,10 +81,14 @@ TEMPLATES = [
         "tags": ["support", "triage", "industry:customer-service", "complexity:medium"],
         "nodes": [
             _node("input", "input", "Ticket", 0, 0),
-            _agent("classify", "Classify", 250, 0, "You triage customer support tickets.",
-                   "Answer with one word, urgent or normal, for this ticket: {{input.ticket}}"),
+            # The instruction sits in the system prompt so that the user turn is the ticket alone:
+            # a model answers "urgent"/"normal"; the simulated provider echoes the ticket.
+            _agent("classify", "Classify", 250, 0,
+                   "You triage customer support tickets. Answer with exactly one word: urgent or normal.",
+                   "{{input.ticket}}"),
             _node("is_urgent", "condition", "Urgent?", 500, 0,
-                  conditions=[{"field": "nodes.classify.output", "operator": "contains", "value": "urgent"}]),
+                  conditions=[{"field": "nodes.classify.output.text", "operator": "contains",
+                               "value": "urgent"}]),
             _node("escalate", "email", "Escalate", 750, -100,
                   configuration={"to": "{{vars.escalationEmail}}", "subject": "Urgent ticket",
                                  "body": "{{input.ticket}}"}),
