@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select, update
 
 from tests.utils.fixtures import assert_error, assert_ok
+from troupe.config import get_settings
 from troupe.db import models
 from troupe.db.session import session_scope
 from troupe.timeutil import utcnow
@@ -206,31 +207,40 @@ async def test_settings_read_update_audit(client, user, admin, super_admin):
     assert_error(await client.get("/api/settings", headers=user.headers), 403, "AUTH_004")
     current = assert_ok(await client.get("/api/settings", headers=admin.headers))
     assert current["limits"]["maxConcurrentTasks"] >= 1 and "passwordPolicy" in current["security"]
+    # Fields nothing could honour are not offered.
+    assert "integrations" not in current and "mfaRequired" not in current["security"]
+    assert "ipWhitelist" not in current["security"] and "smsEnabled" not in current["notifications"]
+    # Unset keys show the environment's values.
+    assert current["rateLimits"]["maxRequests"] == get_settings().rate_limit_max_requests
     body = {"general": {"siteName": "Ops Test"}, "security": {"passwordPolicy": {"minLength": 12}},
-            "integrations": {"openai": {"enabled": True, "apiKey": "sk-secret-value"}},
-            "maintenance": {"enabled": True, "message": "upgrade"}}
+            "maintenance": {"message": "upgrade"}}
     assert_error(await client.put("/api/settings", headers=admin.headers, json=body), 403, "AUTH_004")
-    data = assert_ok(await client.put("/api/settings", headers=super_admin.headers, json=body))
-    assert data["general"]["siteName"] == "Ops Test" and data["maintenance"]["enabled"] is True
-    assert data["security"]["passwordPolicy"]["minLength"] == 12
-    assert data["security"]["passwordPolicy"]["requireUppercase"] is True  # untouched keys kept
-    assert data["integrations"]["openai"] == {**data["integrations"]["openai"], "apiKey": None, "apiKeySet": True,
-                                              "enabled": True}
-    again = assert_ok(await client.get("/api/settings", headers=admin.headers))
-    assert again["general"]["siteName"] == "Ops Test" and "sk-secret-value" not in str(again)
-    async with session_scope() as session:
-        stored = await session.get(models.SystemSetting, "integrations")
-        assert stored.value["openai"]["api_key"].startswith("enc:v1:")
-        audit = (await session.execute(select(models.Log).where(
-            models.Log.source == "audit", models.Log.user_id == uuid.UUID(super_admin.id),
-            models.Log.details["action"].astext == "settings.update"))).scalars().all()
-        assert audit and "sk-secret-value" not in str(audit[0].details)
+    try:
+        data = assert_ok(await client.put("/api/settings", headers=super_admin.headers, json=body))
+        assert data["general"]["siteName"] == "Ops Test" and data["maintenance"]["message"] == "upgrade"
+        assert data["security"]["passwordPolicy"]["minLength"] == 12
+        assert data["security"]["passwordPolicy"]["requireUppercase"] is True  # untouched keys kept
+        again = assert_ok(await client.get("/api/settings", headers=admin.headers))
+        assert again["general"]["siteName"] == "Ops Test"
+        async with session_scope() as session:
+            stored = await session.get(models.SystemSetting, "security")
+            assert stored.value == {"password_policy": {"min_length": 12}}  # only what was set
+            audit = (await session.execute(select(models.Log).where(
+                models.Log.source == "audit", models.Log.user_id == uuid.UUID(super_admin.id),
+                models.Log.details["action"].astext == "settings.update"))).scalars().all()
+            assert audit and audit[0].details["changed"]["general"] == ["site_name"]
 
-    for bad in ({"limits": {"maxConcurrentTasks": 0}}, {"general": {"adminEmail": "not-an-email"}},
-                {"general": {"siteName": None}}, {"features": {"unknownSwitch": True}}, {"nope": {}}, {},
-                {"security": {"passwordPolicy": {"minLength": 4}}}):
-        assert_invalid(await client.put("/api/settings", headers=super_admin.headers, json=bad))
-    assert assert_ok(await client.get("/api/settings", headers=admin.headers))["limits"] == current["limits"]
+        for bad in ({"limits": {"maxConcurrentTasks": 0}}, {"general": {"supportEmail": "not-an-email"}},
+                    {"general": {"siteName": None}}, {"features": {"unknownSwitch": True}}, {"nope": {}}, {},
+                    {"security": {"passwordPolicy": {"minLength": 4}}}, {"security": {"mfaRequired": True}},
+                    {"integrations": {"openai": {"apiKey": "sk-x"}}}):
+            assert_invalid(await client.put("/api/settings", headers=super_admin.headers, json=bad))
+        assert assert_ok(await client.get("/api/settings", headers=admin.headers))["limits"] == current["limits"]
+    finally:
+        assert_ok(await client.put("/api/settings", headers=super_admin.headers, json={
+            "general": {"siteName": current["general"]["siteName"]},
+            "security": {"passwordPolicy": current["security"]["passwordPolicy"]},
+            "maintenance": current["maintenance"]}))
     # /api/settings/health is still the health domain's route
     assert assert_ok(await client.get("/api/settings/health"))["status"] == "healthy"
 

@@ -44,11 +44,14 @@ def new_opaque_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def create_access_token(claims: dict[str, Any]) -> tuple[str, int]:
-    """Sign the spec's payload; returns the token and its lifetime in seconds."""
+def create_access_token(claims: dict[str, Any], *, max_lifetime: int | None = None) -> tuple[str, int]:
+    """Sign the spec's payload; returns the token and its lifetime in seconds
+    (JWT_EXPIRES_IN, or ``max_lifetime`` seconds when shorter)."""
     settings = get_settings()
     now = int(datetime.now(UTC).timestamp())
     lifetime = int(settings.jwt_expires_in.total_seconds())
+    if max_lifetime is not None:
+        lifetime = min(lifetime, max_lifetime)
     payload = {**claims, "iat": now, "exp": now + lifetime, "jti": str(uuid.uuid4())}
     return jwt.encode(payload, settings.resolved_jwt_secret(), algorithm=JWT_ALGORITHM), lifetime
 

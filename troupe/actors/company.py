@@ -24,6 +24,7 @@ from typing import Any
 import ray
 from sqlalchemy import case, func, literal_column, or_, select, update
 
+from troupe import runtime_settings
 from troupe.actors import residency
 from troupe.db import models
 from troupe.db.session import session_scope
@@ -103,6 +104,8 @@ class CompanyActor:
                 return 0
             settings = company.settings or {}
             limit = max(1, int(settings.get("maxConcurrency") or DEFAULT_MAX_CONCURRENCY))
+            # The server-wide limits.maxConcurrentTasks caps every company, older settings included.
+            limit = min(limit, (await runtime_settings.current()).limits.max_concurrent_tasks)
             capacity = limit - len(self.runs)
             started = 0
             while capacity > 0:

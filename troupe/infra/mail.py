@@ -1,5 +1,9 @@
 """The one mail sender: SMTP when ``SMTP_HOST`` is set, otherwise a development
-outbox (one JSON file per message under ``<data_dir>/outbox``)."""
+outbox (one JSON file per message under ``<data_dir>/outbox``).
+
+The system settings' ``general`` section brands every message: ``siteName`` is
+the sender's display name and signs the footer, ``supportEmail`` (when set) is
+named in the footer, and ``siteUrl`` (default FRONTEND_URL) is the base of links."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import os
 import smtplib
 import ssl
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formataddr, formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +28,43 @@ log = logging.getLogger(__name__)
 async def send_mail(*, to: str, subject: str, body: str, html: str | None = None,
                     headers: dict[str, str] | None = None) -> str:
     """Send one message; returns its Message-ID. SMTP failures raise SYS_003."""
+    from troupe import runtime_settings
+
     settings = get_settings()
+    general = (await runtime_settings.current()).general
+    sender = formataddr((general.site_name, settings.email_from))
+    footer = f"\n\n-- \n{general.site_name}"
+    if general.support_email:
+        footer += f"\nSupport: {general.support_email}"
+    body = body.rstrip("\n") + footer + "\n"
     message_id = make_msgid(domain=settings.email_from.rsplit("@", 1)[-1] or "troupe.local")
     if settings.smtp_host:
-        msg = _build(to=to, subject=subject, body=body, html=html, headers=headers, message_id=message_id)
+        msg = _build(to=to, subject=subject, body=body, html=html, headers=headers, message_id=message_id,
+                     sender=sender)
         try:
             await asyncio.to_thread(_smtp_send, msg)
         except (OSError, smtplib.SMTPException) as exc:
             log.error("SMTP delivery to %s failed: %s", to, exc)
             raise AppError(ErrorCode.EXTERNAL_SERVICE_ERROR, "The mail server refused the message") from exc
         return message_id
-    record = {"id": message_id, "from": settings.email_from, "to": to, "subject": subject, "body": body,
+    record = {"id": message_id, "from": sender, "to": to, "subject": subject, "body": body,
               "html": html, "headers": headers or {}, "createdAt": iso(utcnow())}
     await asyncio.to_thread(_write_outbox, settings.outbox_dir, record)
     return message_id
 
 
+async def mail_link_base() -> str | None:
+    """Base URL of links in mail (no trailing slash): ``general.siteUrl``, else FRONTEND_URL."""
+    from troupe import runtime_settings
+
+    url = (await runtime_settings.current()).general.site_url
+    return str(url).rstrip("/") if url else None
+
+
 def _build(*, to: str, subject: str, body: str, html: str | None, headers: dict[str, str] | None,
-           message_id: str) -> EmailMessage:
+           message_id: str, sender: str) -> EmailMessage:
     msg = EmailMessage()
-    msg["From"] = get_settings().email_from
+    msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=False)

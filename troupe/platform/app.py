@@ -14,6 +14,7 @@ from troupe import __version__
 from troupe.config import get_settings
 from troupe.infra.metrics import HttpMetricsMiddleware
 from troupe.platform import handlers
+from troupe.platform.maintenance import MaintenanceMiddleware
 from troupe.platform.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from troupe.platform.ratelimit import ApiRateLimitMiddleware
 
@@ -50,8 +51,8 @@ def create_app(*, behind_serve: bool = False) -> FastAPI:
     app.state.shutdown_hooks = []
     handlers.install(app)
     # Added before CORS so that CORS (outer) also decorates a 429.
-    app.add_middleware(ApiRateLimitMiddleware, limit=settings.rate_limit_max_requests,
-                       window_seconds=settings.rate_limit_window_ms.total_seconds())
+    app.add_middleware(ApiRateLimitMiddleware)  # limits from the system settings (runtime_settings)
+    app.add_middleware(MaintenanceMiddleware)
 
     origins = [o.strip() for o in settings.cors_origin.split(",") if o.strip()]
     app.add_middleware(

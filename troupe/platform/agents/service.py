@@ -38,6 +38,7 @@ from troupe.platform.agents.schemas import (
 from troupe.platform.companies.schemas import deep_merge, effective_settings
 from troupe.platform.deps import Principal
 from troupe.platform.schemas import Pagination
+from troupe.platform.system.gates import ensure_feature
 from troupe.providers.catalog import DEFAULT_CONTEXT_WINDOW, context_window
 from troupe.timeutil import iso, utcnow
 
@@ -322,6 +323,7 @@ async def clone_agent(*, session: AsyncSession, user: Principal, agent_id: str, 
 
 async def publish_agent(*, session: AsyncSession, user: Principal, agent_id: str,
                         data: PublishRequest) -> AgentRead:
+    await ensure_feature("marketplace_enabled")
     agent = await load_agent(session, user, agent_id, write=True, for_update=True)
     agent.is_public = True
     agent.marketplace = {"category": data.category,

@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from troupe.config import get_settings
 from troupe.db import models
 from troupe.platform.context import current_request
 
@@ -22,7 +21,10 @@ async def audit(session: AsyncSession, *, action: str, message: str, user_id: uu
                 level: str = "info", **details: Any) -> None:
     """``user_id`` is the account the action concerns (its activity feed shows it);
     ``actor_id`` who did it, when someone else did."""
-    if not get_settings().audit_log_enabled:
+    from troupe import runtime_settings
+
+    # features.auditLogEnabled (default AUDIT_LOG_ENABLED) switches the audit trail off.
+    if not (await runtime_settings.current()).features.audit_log_enabled:
         return
     ctx = current_request()
     payload = {"action": action, "ip": ctx.client_ip, **details}

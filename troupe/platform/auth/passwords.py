@@ -1,4 +1,8 @@
-"""Password strength rules (VAL_005) and email shape (VAL_004)."""
+"""Password strength rules (VAL_005) and email shape (VAL_004).
+
+The rules are the system settings' ``security.passwordPolicy`` (minimum length,
+required character classes); the 72-byte bcrypt ceiling and the ban on the
+username or email name inside the password always apply."""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import re
 
 from troupe.errors import ErrorCode, invalid
 
-MIN_LENGTH = 8
 # bcrypt only reads the first 72 bytes; longer secrets would be silently cut.
 MAX_BYTES = 72
 
@@ -14,8 +17,6 @@ _EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
-RULES = (f"at least {MIN_LENGTH} characters and at most {MAX_BYTES} bytes, with an upper-case letter, "
-         "a lower-case letter, a digit and a symbol, and not containing the username or the email name")
 
 
 def normalize_email(value: str, *, field: str = "email") -> str:
@@ -25,26 +26,30 @@ def normalize_email(value: str, *, field: str = "email") -> str:
     return email
 
 
-def check_strength(password: str, *, field: str = "password", username: str | None = None,
-                   email: str | None = None) -> None:
+async def check_strength(password: str, *, field: str = "password", username: str | None = None,
+                         email: str | None = None) -> None:
+    from troupe import runtime_settings
+
+    policy = (await runtime_settings.current()).security.password_policy
+    required = [(policy.require_lowercase, r"[a-z]", "a lower-case letter"),
+                (policy.require_uppercase, r"[A-Z]", "an upper-case letter"),
+                (policy.require_numbers, r"\d", "a digit"),
+                (policy.require_symbols, r"[^A-Za-z0-9]", "a symbol")]
     problems = []
-    if len(password) < MIN_LENGTH:
-        problems.append(f"at least {MIN_LENGTH} characters")
+    if len(password) < policy.min_length:
+        problems.append(f"at least {policy.min_length} characters")
     if len(password.encode()) > MAX_BYTES:
         problems.append(f"at most {MAX_BYTES} bytes")
-    if not re.search(r"[a-z]", password):
-        problems.append("a lower-case letter")
-    if not re.search(r"[A-Z]", password):
-        problems.append("an upper-case letter")
-    if not re.search(r"\d", password):
-        problems.append("a digit")
-    if not re.search(r"[^A-Za-z0-9]", password):
-        problems.append("a symbol")
+    problems += [label for wanted, pattern, label in required if wanted and not re.search(pattern, password)]
     lowered = password.lower()
     for personal in (username, (email or "").split("@")[0]):
         if personal and len(personal) >= 3 and personal.lower() in lowered:
             problems.append("no username or email name inside")
             break
     if problems:
+        classes = [label for wanted, _, label in required if wanted]
+        rules = (f"at least {policy.min_length} characters and at most {MAX_BYTES} bytes"
+                 + (f", with {', '.join(classes)}" if classes else "")
+                 + ", and not containing the username or the email name")
         raise invalid("Password is too weak: needs " + ", ".join(problems), field=field,
-                      details={"rules": RULES, "missing": problems}, code=ErrorCode.WEAK_PASSWORD)
+                      details={"rules": rules, "missing": problems}, code=ErrorCode.WEAK_PASSWORD)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import bcrypt
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from troupe import runtime_settings
 from troupe.config import get_settings
 from troupe.db import models
 from troupe.errors import AppError, ErrorCode, invalid
-from troupe.infra.mail import send_mail
+from troupe.infra.mail import mail_link_base, send_mail
 from troupe.infra.ratelimit import hit
 from troupe.platform.auth import sessions
 from troupe.platform.auth.audit import audit
@@ -92,16 +93,16 @@ def _expiring_token(lifetime_seconds: float) -> str:
     return f"{int(time.time() + lifetime_seconds)}.{new_opaque_token()}"
 
 
-def _link(path: str, token: str) -> str:
-    base = get_settings().frontend_url
-    return f"\nOr open {base.rstrip('/')}{path}?token={token}\n" if base else ""
+async def _link(path: str, token: str) -> str:
+    base = await mail_link_base()
+    return f"\nOr open {base}{path}?token={token}\n" if base else ""
 
 
 async def _send_verification(user: models.User, token: str) -> None:
     await send_mail(to=user.email, subject="Verify your Troupe email address",
                     body=(f"Hello {user.first_name},\n\nConfirm your address with this token:\n\n"
                           f"Verification token: {token}\n\nPOST /api/auth/verify-email {{\"token\": \"<token>\"}}\n"
-                          f"{_link('/verify-email', token)}\nThe token expires in "
+                          f"{await _link('/verify-email', token)}\nThe token expires in "
                           f"{get_settings().verify_token_expires_in}."),
                     headers={"X-Troupe-Kind": "verify-email"})
 
@@ -124,7 +125,7 @@ async def _fail(session: AsyncSession, error: AppError) -> AppError:
 async def register(*, session: AsyncSession, data: RegisterRequest) -> AuthResult:
     await enforce_limits("register", account=data.email)
     email = normalize_email(data.email)
-    check_strength(data.password, username=data.username, email=email)
+    await check_strength(data.password, username=data.username, email=email)
     if await session.scalar(select(models.User.id).where(func.lower(models.User.email) == email)):
         raise invalid("Email is already registered", field="email", code=ErrorCode.DUPLICATE_VALUE)
     if await session.scalar(select(models.User.id)
@@ -161,7 +162,7 @@ async def register(*, session: AsyncSession, data: RegisterRequest) -> AuthResul
 async def login(*, session: AsyncSession, data: LoginRequest) -> AuthResult:
     await enforce_limits("login", account=data.email)
     email = data.email.strip().lower()
-    settings = get_settings()
+    security = (await runtime_settings.current()).security
     user = await session.scalar(select(models.User)
                                 .where(func.lower(models.User.email) == email, models.User.deleted_at.is_(None))
                                 .with_for_update())
@@ -178,8 +179,8 @@ async def login(*, session: AsyncSession, data: LoginRequest) -> AuthResult:
         raise await _fail(session, _locked(user.locked_until))
     if not await verify_password(data.password, user.password_hash):
         attempts = (user.login_attempts or 0) + 1
-        if attempts >= settings.login_max_attempts:
-            user.login_attempts, user.locked_until = 0, now + settings.login_lockout
+        if attempts >= security.max_login_attempts:
+            user.login_attempts, user.locked_until = 0, now + timedelta(minutes=security.lockout_duration)
             await audit(session, action="login.lockout", level="warn",
                         message=f"Account locked after {attempts} failed logins", user_id=user.id)
             raise await _fail(session, _locked(user.locked_until))
@@ -269,7 +270,7 @@ async def forgot_password(*, session: AsyncSession, data: ForgotPasswordRequest)
                         body=(f"Hello {user.first_name},\n\nSomeone (hopefully you) asked to reset your password.\n\n"
                               f"Reset token: {token}\n\nPOST /api/auth/reset-password "
                               f"{{\"token\": \"<token>\", \"password\": \"<new password>\"}}\n"
-                              f"{_link('/reset-password', token)}\nThe token is single-use and expires in "
+                              f"{await _link('/reset-password', token)}\nThe token is single-use and expires in "
                               f"{get_settings().reset_token_expires_in}. If you did not ask, ignore this message."),
                         headers={"X-Troupe-Kind": "reset-password"})
     return Message(message=FORGOT_MESSAGE)
@@ -284,7 +285,7 @@ async def reset_password(*, session: AsyncSession, data: ResetPasswordRequest) -
         raise AppError(ErrorCode.INVALID_TOKEN, "Invalid or already used reset token", field="token")
     if user.password_reset_expires is None or user.password_reset_expires <= utcnow():
         raise AppError(ErrorCode.RESOURCE_EXPIRED, "Reset token has expired", field="token")
-    check_strength(data.password, username=user.username, email=user.email)
+    await check_strength(data.password, username=user.username, email=user.email)
     await _set_password(session, user, data.password)
     # The link reached the mailbox, so the address is proven; a lockout ends with the reset.
     user.email_verified, user.login_attempts, user.locked_until = True, 0, None
@@ -308,7 +309,7 @@ async def change_password(*, session: AsyncSession, caller: Principal, data: Cha
                     message="Password change refused: wrong current password", user_id=user.id)
         raise await _fail(session, AppError(ErrorCode.INVALID_CREDENTIALS, "Current password is incorrect",
                                             field="currentPassword"))
-    check_strength(data.new_password, field="newPassword", username=user.username, email=user.email)
+    await check_strength(data.new_password, field="newPassword", username=user.username, email=user.email)
     if data.new_password == data.current_password:
         raise invalid("The new password must differ from the current one", field="newPassword",
                       code=ErrorCode.WEAK_PASSWORD)

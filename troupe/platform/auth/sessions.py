@@ -17,6 +17,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from troupe import runtime_settings
 from troupe.config import get_settings
 from troupe.db import models
 from troupe.infra.redis import get_redis
@@ -47,7 +48,9 @@ async def user_company_ids(session: AsyncSession, user_id: uuid.UUID) -> list[st
 async def access_token_for(session: AsyncSession, user: models.User) -> tuple[str, int]:
     claims = access_claims(user_id=str(user.id), email=user.email, username=user.username, role=user.role or "user",
                            companies=await user_company_ids(session, user.id), token_version=user.token_version)
-    return create_access_token(claims)
+    # security.sessionTimeout (minutes) can only shorten JWT_EXPIRES_IN.
+    timeout = (await runtime_settings.current()).security.session_timeout
+    return create_access_token(claims, max_lifetime=timeout * 60)
 
 
 async def issue_tokens(session: AsyncSession, user: models.User, *, remember: bool = False,

@@ -57,6 +57,7 @@ from troupe.platform.companies.schemas import (
 )
 from troupe.platform.deps import Principal
 from troupe.platform.schemas import Pagination
+from troupe.platform.system.gates import ensure_company_settings, ensure_team_size
 from troupe.security import SecretBox
 from troupe.timeutil import iso, utcnow
 
@@ -140,6 +141,7 @@ async def _check_members(session: AsyncSession, company: models.Company | None, 
         raise invalid("A user is listed twice", field=field)
     if owner_id in ids:
         raise invalid("The owner is not a team member", field=field)
+    await ensure_team_size(len(ids), field=field)
     found = set((await session.execute(select(models.User.id).where(
         models.User.id.in_(ids), models.User.deleted_at.is_(None)))).scalars()) if ids else set()
     missing = [str(i) for i in ids if i not in found]
@@ -378,9 +380,10 @@ async def _install_tools(session: AsyncSession, user: Principal, company: models
 
 async def create_company(*, session: AsyncSession, user: Principal, data: CompanyCreate) -> CompanyDetail:
     settings = default_settings()
+    asked = data.settings.model_dump(mode="json", by_alias=True, exclude_unset=True) if data.settings else {}
     if data.settings is not None:
-        settings = _validated_settings(deep_merge(settings, data.settings.model_dump(
-            mode="json", by_alias=True, exclude_unset=True)))
+        settings = _validated_settings(deep_merge(settings, asked))
+    settings = await ensure_company_settings(settings, asked)  # the server's limits cap the company's
     if len(set(data.agents)) > settings["maxAgents"]:
         raise _limit_error("agents", settings["maxAgents"], len(set(data.agents)))
     if len(set(data.tools)) > settings["maxTools"]:
@@ -414,8 +417,9 @@ async def update_company(*, session: AsyncSession, user: Principal, company_id: 
         if key in patch:
             setattr(company, key, patch[key])
     if data.settings is not None:
-        settings = _validated_settings(deep_merge(effective_settings(company.settings), data.settings.model_dump(
-            mode="json", by_alias=True, exclude_unset=True)))
+        asked = data.settings.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        settings = await ensure_company_settings(
+            _validated_settings(deep_merge(effective_settings(company.settings), asked)), asked)
         agents = await _count(session, models.Agent, models.Agent.company_id == company.id)
         tools = await _count(session, models.CompanyTool, models.CompanyTool.company_id == company.id)
         if agents > settings["maxAgents"]:

@@ -8,8 +8,10 @@ from fastapi import APIRouter, Query
 from troupe.platform.dashboard import schemas, service
 from troupe.platform.deps import CurrentUser, DbSession
 from troupe.platform.schemas import Envelope, ok
+from troupe.platform.system.gates import requires_feature
 
-router = APIRouter(prefix="/api/dashboard", tags=["dashboard"])
+router = APIRouter(prefix="/api/dashboard", tags=["dashboard"],
+                   dependencies=[requires_feature("analytics_enabled")])
 
 
 # Any authenticated user: figures cover their own companies; metrics:read widens them to all.

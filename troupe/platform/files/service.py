@@ -24,7 +24,7 @@ from fastapi import Request
 from sqlalchemy import Select, and_, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from troupe.config import get_settings
+from troupe import runtime_settings
 from troupe.db import models
 from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
 from troupe.infra.ratelimit import hit
@@ -108,13 +108,13 @@ def _refuse_type(found: Sniffed) -> AppError:
 async def _upload_limit(session: AsyncSession, user: Principal) -> tuple[int, bool]:
     """The most bytes the caller may upload now, and whether the quota (not the
     per-file cap) is what limits it."""
-    settings = get_settings()
-    cap = settings.max_upload_bytes
-    if not settings.storage_quota_bytes:
+    limits = (await runtime_settings.current()).limits  # default MAX_UPLOAD_BYTES / STORAGE_QUOTA_BYTES
+    cap = limits.max_file_size
+    if not limits.max_storage_per_user:
         return cap, False
     used = (await session.execute(select(func.coalesce(func.sum(F.size), 0))
                                   .where(F.uploaded_by == user.id))).scalar_one()
-    remaining = max(settings.storage_quota_bytes - int(used), 0)
+    remaining = max(limits.max_storage_per_user - int(used), 0)
     return (remaining, True) if remaining < cap else (cap, False)
 
 
@@ -254,9 +254,9 @@ async def upload(*, session: AsyncSession, user: Principal, request: Request, ba
 
 async def upload_chunk(*, session: AsyncSession, user: Principal, request: Request) -> ChunkReceived:
     storage = get_storage()
-    settings = get_settings()
+    max_file_size = (await runtime_settings.current()).limits.max_file_size
     staging = f"uploads/{user.id.hex}/staging/{uuid.uuid4().hex}"
-    fields, received = await receive_form(request, file_field="chunk", limit=settings.max_upload_bytes,
+    fields, received = await receive_form(request, file_field="chunk", limit=max_file_size,
                                           quota_limited=False, on_head=lambda *_: None,
                                           open_writer=lambda: storage.open_writer(staging))
     try:
@@ -285,9 +285,9 @@ async def upload_chunk(*, session: AsyncSession, user: Principal, request: Reque
         await storage.move(staging, part)
         parts = await storage.listdir(f"{folder}/parts")
         received_bytes = sum(size for _, size in parts)
-        if received_bytes > settings.max_upload_bytes:
+        if received_bytes > max_file_size:
             await storage.delete(part)
-            raise too_large(settings.max_upload_bytes)
+            raise too_large(max_file_size)
     finally:
         await storage.delete(staging)
     created = _manifest_created(manifest)
@@ -570,7 +570,7 @@ async def usage(*, session: AsyncSession, user: Principal) -> StorageUsage:
     recent = (await session.execute(select(F).where(mine).order_by(F.created_at.desc(), F.id).limit(5))) \
         .scalars().all()
     return StorageUsage(
-        total_used=sum(int(r[1]) for r in by_type_rows), total_limit=get_settings().storage_quota_bytes,
+        total_used=sum(int(r[1]) for r in by_type_rows), total_limit=(await runtime_settings.current()).limits.max_storage_per_user,
         file_count=sum(int(r[2]) for r in by_type_rows),
         by_type={r[0]: int(r[1]) for r in by_type_rows}, count_by_type={r[0]: int(r[2]) for r in by_type_rows},
         by_company={str(r[0]): int(r[1]) for r in by_company_rows},

@@ -9,8 +9,10 @@ from fastapi import APIRouter, Query
 from troupe.platform.deps import Authorized, DbSession
 from troupe.platform.metrics import schemas, service
 from troupe.platform.schemas import Envelope, ok
+from troupe.platform.system.gates import requires_feature
 
-router = APIRouter(prefix="/api/metrics", tags=["metrics"])
+router = APIRouter(prefix="/api/metrics", tags=["metrics"],
+                   dependencies=[requires_feature("analytics_enabled")])
 
 
 @router.get("/system", response_model=Envelope[schemas.SystemMetrics])

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from troupe import runtime_settings
 from troupe.db import models
 from troupe.errors import invalid, not_found
 from troupe.events.bus import publish
@@ -77,10 +78,13 @@ async def notify(*, session: AsyncSession, user_id: uuid.UUID | str, type: str, 
 
     channels: dict[str, str] = {"websocket": "sent"}
     wanted = _wanted(prefs, type, category)
-    channels["email"] = (await _send_email(email, username, out) if prefs.get("email") and wanted
-                         else "skipped")
+    # The system settings switch a channel off for everyone, whatever the user chose.
+    system = (await runtime_settings.current()).notifications
+    channels["email"] = (await _send_email(email, username, out)
+                         if system.email_enabled and prefs.get("email") and wanted else "skipped")
     webhook = prefs.get("webhook")
-    channels["webhook"] = (await _send_webhook(webhook, out) if isinstance(webhook, str) and webhook and wanted
+    channels["webhook"] = (await _send_webhook(webhook, out)
+                           if system.webhook_enabled and isinstance(webhook, str) and webhook and wanted
                            else "skipped")
     return NotifyResult(notification=out, channels=channels)
 

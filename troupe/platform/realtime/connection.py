@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from troupe import runtime_settings
 from troupe.config import get_settings
 from troupe.db import models
 from troupe.db.session import sessionmaker
@@ -405,6 +406,9 @@ class Connection:
                                 details={"room": room})
         if room == "global" and not self.user.is_global:
             raise ProtocolError(WsError.PERMISSION_DENIED, "Only administrators may post to the global room")
+        if not (await runtime_settings.current()).features.collaboration_enabled:
+            raise ProtocolError(ErrorCode.FEATURE_DISABLED, "Collaboration (chat) is disabled on this server",  # type: ignore[arg-type]
+                                details={"feature": "collaboration"})
         async with sessionmaker()() as session:
             out = await service.post_chat(session=session, user=self.user, avatar=self.avatar, room=room,
                                           message=payload.message, metadata=payload.metadata,

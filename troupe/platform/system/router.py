@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from troupe import runtime_settings
 from troupe.platform.deps import Authorized, DbSession
 from troupe.platform.schemas import Envelope, ok
 from troupe.platform.system import backup, schemas, service
@@ -21,6 +22,7 @@ async def get_settings(session: DbSession, user: Authorized("system:read")):
 async def update_settings(body: schemas.SettingsUpdate, session: DbSession, user: Authorized("system:update")):
     settings = await service.update_settings(session=session, user=user, body=body)
     await session.commit()  # visible to the next request before the response is sent
+    await runtime_settings.invalidate()
     return ok(settings)
 
 
@@ -42,4 +44,6 @@ async def restore(body: schemas.RestoreRequest, session: DbSession, user: Author
     # End the request's transaction: its lock on `users` (taken while
     # authenticating) would block the restore's TRUNCATE.
     await session.commit()
-    return ok(await backup.restore_backup(user=user, body=body))
+    result = await backup.restore_backup(user=user, body=body)
+    await runtime_settings.invalidate()  # the restored system_settings rows
+    return ok(result)

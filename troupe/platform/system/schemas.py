@@ -1,5 +1,8 @@
 """System settings sections (the spec's shape plus maintenance mode and rate limits)
-and the backup/restore bodies.
+and the backup/restore bodies. Every field here takes effect (see
+``troupe.runtime_settings``); the spec's ``integrations`` section, MFA, IP
+whitelist, password max age, timezone/language and the sms/push/slack switches
+are left out because nothing in Troupe could honour them.
 
 Each section has a full model (defaults = a fresh install) and a partial model
 for PUT, built from it with every field optional and unknown fields refused."""
@@ -8,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import EmailStr, Field, HttpUrl, create_model
 
@@ -16,12 +19,11 @@ from troupe.platform.schemas import CamelModel, StrictInput
 
 
 class General(CamelModel):
+    """Used in outgoing mail: sender name, footer, and the base of links (reset, verify, invitations)."""
+
     site_name: str = Field("Troupe", min_length=1, max_length=100)
-    site_url: HttpUrl | None = None
-    admin_email: EmailStr | None = None
+    site_url: HttpUrl | None = Field(None, description="Base of links in mail; default FRONTEND_URL")
     support_email: EmailStr | None = None
-    timezone: str = Field("UTC", min_length=1, max_length=64)
-    language: str = Field("en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
 
 
 class PasswordPolicy(CamelModel):
@@ -29,35 +31,22 @@ class PasswordPolicy(CamelModel):
     require_uppercase: bool = True
     require_lowercase: bool = True
     require_numbers: bool = True
-    require_symbols: bool = False
-    max_age: int = Field(0, ge=0, le=3650, description="Days before a password must change; 0 = never")
+    require_symbols: bool = True
 
 
 class Security(CamelModel):
     password_policy: PasswordPolicy = Field(default_factory=PasswordPolicy)
-    session_timeout: int = Field(1440, ge=5, le=43200, description="Minutes")
+    session_timeout: int = Field(1440, ge=5, le=43200,
+                                 description="Minutes; new access tokens live min(this, JWT_EXPIRES_IN)")
     max_login_attempts: int = Field(5, ge=1, le=100)
     lockout_duration: int = Field(15, ge=1, le=1440, description="Minutes")
-    mfa_required: bool = False
-    ip_whitelist: list[str] = Field(default_factory=list, max_length=200)
-
-
-class NotificationTemplate(CamelModel):
-    id: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=100)
-    type: Literal["email", "sms", "push", "webhook"]
-    subject: str = Field("", max_length=255)
-    content: str = Field(max_length=20_000)
-    variables: list[str] = Field(default_factory=list, max_length=50)
 
 
 class Notifications(CamelModel):
+    """System-wide channel switches; a user's own preferences apply within them."""
+
     email_enabled: bool = True
-    sms_enabled: bool = False
-    push_enabled: bool = False
-    webhook_enabled: bool = False
-    slack_enabled: bool = False
-    templates: list[NotificationTemplate] = Field(default_factory=list, max_length=100)
+    webhook_enabled: bool = True
 
 
 class Limits(CamelModel):
@@ -66,33 +55,7 @@ class Limits(CamelModel):
     max_tools_per_company: int = Field(100, ge=1, le=100_000)
     max_concurrent_tasks: int = Field(10, ge=1, le=10_000)
     max_file_size: int = Field(50 * 1024 * 1024, ge=1024, le=10 * 1024**3, description="Bytes")
-    max_storage_per_user: int = Field(1024**3, ge=1024, le=10 * 1024**4, description="Bytes")
-
-
-class Integration(CamelModel):
-    """``apiKey`` is write-only: stored sealed (AES-256-GCM), never returned;
-    ``apiKeySet`` says whether one is stored."""
-
-    enabled: bool = False
-    api_key: str | None = None
-    api_key_set: bool = False
-    endpoint: HttpUrl | None = None
-    settings: dict[str, Any] = Field(default_factory=dict)
-
-
-class IntegrationInput(StrictInput):
-    enabled: bool | None = None
-    api_key: str | None = Field(None, max_length=500, description="Empty string removes the stored key")
-    endpoint: HttpUrl | None = None
-    settings: dict[str, Any] | None = None
-
-
-class Integrations(CamelModel):
-    openai: Integration = Field(default_factory=Integration)
-    anthropic: Integration = Field(default_factory=Integration)
-    google: Integration = Field(default_factory=Integration)
-    aws: Integration = Field(default_factory=Integration)
-    stripe: Integration = Field(default_factory=Integration)
+    max_storage_per_user: int = Field(1024**3, ge=0, le=10 * 1024**4, description="Bytes; 0 = unlimited")
 
 
 class Features(CamelModel):
@@ -117,7 +80,6 @@ class SystemSettings(CamelModel):
     security: Security = Field(default_factory=Security)
     notifications: Notifications = Field(default_factory=Notifications)
     limits: Limits = Field(default_factory=Limits)
-    integrations: Integrations = Field(default_factory=Integrations)
     features: Features = Field(default_factory=Features)
     maintenance: Maintenance = Field(default_factory=Maintenance)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
@@ -140,8 +102,6 @@ GeneralUpdate = _partial(General, "GeneralUpdate")
 SecurityUpdate = _partial(Security, "SecurityUpdate", password_policy=(PasswordPolicyUpdate | None, None))
 NotificationsUpdate = _partial(Notifications, "NotificationsUpdate")
 LimitsUpdate = _partial(Limits, "LimitsUpdate")
-IntegrationsUpdate = _partial(Integrations, "IntegrationsUpdate",
-                              **{k: (IntegrationInput | None, None) for k in Integrations.model_fields})
 FeaturesUpdate = _partial(Features, "FeaturesUpdate")
 MaintenanceUpdate = _partial(Maintenance, "MaintenanceUpdate")
 RateLimitsUpdate = _partial(RateLimits, "RateLimitsUpdate")
@@ -152,7 +112,6 @@ class SettingsUpdate(StrictInput):
     security: SecurityUpdate | None = None  # type: ignore[valid-type]
     notifications: NotificationsUpdate | None = None  # type: ignore[valid-type]
     limits: LimitsUpdate | None = None  # type: ignore[valid-type]
-    integrations: IntegrationsUpdate | None = None  # type: ignore[valid-type]
     features: FeaturesUpdate | None = None  # type: ignore[valid-type]
     maintenance: MaintenanceUpdate | None = None  # type: ignore[valid-type]
     rate_limits: RateLimitsUpdate | None = None  # type: ignore[valid-type]

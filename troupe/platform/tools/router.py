@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 
 from troupe.platform.deps import Authorized, DbSession
 from troupe.platform.schemas import Envelope, Message, PageParams, Pagination, ok
+from troupe.platform.system.gates import requires_feature
 from troupe.platform.tools import schemas as s
 from troupe.platform.tools import service
 
@@ -38,7 +39,8 @@ async def create_tool(body: s.ToolCreate, session: DbSession, user: Authorized("
     return ok(service.to_out(tool))
 
 
-@router.get("/marketplace", response_model=Envelope[list[s.ToolOut]])
+@router.get("/marketplace", response_model=Envelope[list[s.ToolOut]],
+            dependencies=[requires_feature("marketplace_enabled")])
 async def marketplace(
     session: DbSession, user: Authorized("tools:read"), page: Annotated[PageParams, Query()],
     category: s.ToolCategory | None = None, type: s.ToolType | None = None,

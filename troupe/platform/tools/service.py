@@ -43,6 +43,7 @@ from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
 from troupe.platform.access import load_company, member_company_ids_subquery
 from troupe.platform.deps import Principal
 from troupe.platform.schemas import PageParams
+from troupe.platform.system.gates import ensure_feature
 from troupe.platform.tools import schemas as s
 from troupe.platform.tools.secrets import looks_secret, mask_map, seal_map
 from troupe.timeutil import utcnow
@@ -159,6 +160,8 @@ def bump_version(version: str | None) -> str:
 
 
 async def create_tool(*, session: AsyncSession, user: Principal, body: s.ToolCreate) -> models.Tool:
+    if body.is_public:  # a public tool is published to the marketplace
+        await ensure_feature("marketplace_enabled")
     tool = models.Tool(
         name=body.name, description=body.description, type=body.type, category=body.category,
         version="1.0.0", status="active",
@@ -179,6 +182,8 @@ async def update_tool(*, session: AsyncSession, user: Principal, tool_id: uuid.U
     tool = await get_tool(session=session, user=user, tool_id=tool_id, for_update=True)
     _ensure_owner(tool, user)
     fields = body.model_fields_set
+    if "is_public" in fields and body.is_public and not tool.is_public:
+        await ensure_feature("marketplace_enabled")
     changed_behaviour = False
     if "configuration" in fields and body.configuration is not None:
         config = _configuration_doc(body.configuration, tool.configuration)

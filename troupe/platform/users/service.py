@@ -14,13 +14,14 @@ from troupe import rbac
 from troupe.config import get_settings
 from troupe.db import models
 from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
-from troupe.infra.mail import send_mail
+from troupe.infra.mail import mail_link_base, send_mail
 from troupe.platform.access import load_company
 from troupe.platform.auth import sessions
 from troupe.platform.auth.audit import audit
 from troupe.platform.auth.passwords import check_strength, normalize_email
 from troupe.platform.deps import Principal
 from troupe.platform.schemas import PageParams
+from troupe.platform.system.gates import ensure_feature, ensure_team_size
 from troupe.platform.users.schemas import (
     ActivityEntry,
     InvitationOut,
@@ -243,6 +244,7 @@ async def set_status(*, session: AsyncSession, caller: Principal, user_id: uuid.
 async def invite(*, session: AsyncSession, caller: Principal, user_id: uuid.UUID,
                  data: InviteRequest) -> InvitationOut:
     """Invite an existing account into a company (owner, or anyone with companies:manage)."""
+    await ensure_feature("collaboration_enabled")
     company = await load_company(session, caller, data.company_id, "write", for_update=True)
     target = await load_user(session, user_id)
     if target.status != "active":
@@ -266,22 +268,24 @@ async def invite(*, session: AsyncSession, caller: Principal, user_id: uuid.UUID
                 user_id=target.id, actor_id=caller.id, company_id=company.id, invitationId=str(invitation.id),
                 role=data.role)
     await send_mail(to=target.email, subject=f"You are invited to join {company.name} on Troupe",
-                    body=_invitation_body(company.name, caller.username, data.role, data.message, token),
+                    body=_invitation_body(company.name, caller.username, data.role, data.message, token,
+                                          await mail_link_base()),
                     headers={"X-Troupe-Kind": "invitation"})
     return InvitationOut(id=invitation.id, company_id=company.id, user_id=target.id, email=target.email,
                          role=invitation.role, message=invitation.message, status=invitation.status,
                          invited_by=caller.id, expires_at=invitation.expires_at, created_at=invitation.created_at)
 
 
-def _invitation_body(company: str, inviter: str, role: str, message: str | None, token: str) -> str:
+def _invitation_body(company: str, inviter: str, role: str, message: str | None, token: str,
+                     link_base: str | None) -> str:
     settings = get_settings()
     lines = [f"{inviter} invited you to join the company \"{company}\" on Troupe as a {role}."]
     if message:
         lines += ["", f"Their message: {message}"]
     lines += ["", f"Invitation token: {token}", "",
               "Accept it while logged in: POST /api/users/invitations/accept {\"token\": \"<token>\"}"]
-    if settings.frontend_url:
-        lines += ["", f"Or open {settings.frontend_url.rstrip('/')}/invitations/accept?token={token}"]
+    if link_base:
+        lines += ["", f"Or open {link_base}/invitations/accept?token={token}"]
     lines += ["", f"The invitation expires in {settings.invitation_expires_in}."]
     return "\n".join(lines)
 
@@ -289,6 +293,7 @@ def _invitation_body(company: str, inviter: str, role: str, message: str | None,
 async def accept_invitation(*, session: AsyncSession, user_id: uuid.UUID, email: str, token: str,
                             field: str = "token") -> Membership:
     """Join the company of the invitation addressed to this account (by id or email)."""
+    await ensure_feature("collaboration_enabled")
     invitation = await session.scalar(select(models.Invitation)
                                       .where(models.Invitation.token_hash == token_hash(token))
                                       .with_for_update())
@@ -306,6 +311,7 @@ async def accept_invitation(*, session: AsyncSession, user_id: uuid.UUID, email:
     if user_id != company.owner_id:
         members = list(company.team_members or [])
         if user_id not in members:
+            await ensure_team_size(len(members) + 1, field=field)
             company.team_members = [*members, user_id]
         company.member_roles = {**(company.member_roles or {}), str(user_id): invitation.role}
     invitation.status, invitation.accepted_at, invitation.invited_user_id = "accepted", utcnow(), user_id
@@ -337,7 +343,7 @@ async def ensure_admin(*, email: str, password: str) -> str:
         user = await session.scalar(select(models.User).where(func.lower(models.User.email) == email)
                                     .with_for_update())
         if user is None:
-            check_strength(password, email=email)
+            await check_strength(password, email=email)
             user = models.User(email=email, username=await _free_username(session, email),
                                password_hash=await hash_password(password), first_name="Admin",
                                last_name="User", role=rbac.Role.SUPER_ADMIN.value, status="active",
