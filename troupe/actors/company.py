@@ -54,6 +54,10 @@ class CompanyActor:
         self.activated = False
         self.lock: asyncio.Lock | None = None
         self.ticker: asyncio.Task[None] | None = None
+        # Wake-ups coalesce: while one pump runs, later requests only mark it to go again,
+        # so a burst of submits costs one admission pass, not one each behind the lock.
+        self.pump_requested = False
+        self.pump_task: asyncio.Task[None] | None = None
         self.watch = residency.IdleWatch(lambda: bool(self.runs))
 
     async def _activate(self) -> None:
@@ -89,7 +93,20 @@ class CompanyActor:
     def _finished(self, task_id: uuid.UUID) -> None:
         self.runs.pop(task_id, None)
         self.watch.touch()
-        asyncio.get_running_loop().create_task(self.pump())
+        self._request_pump()
+
+    def _request_pump(self) -> None:
+        self.pump_requested = True
+        if self.pump_task is None or self.pump_task.done():
+            self.pump_task = asyncio.get_running_loop().create_task(self._pump_while_requested())
+
+    async def _pump_while_requested(self) -> None:
+        while self.pump_requested:
+            self.pump_requested = False
+            try:
+                await self.pump()
+            except Exception:
+                log.exception("company %s pump failed", self.company_id)
 
     async def _company(self) -> models.Company | None:
         async with session_scope() as session:
@@ -179,8 +196,11 @@ class CompanyActor:
         return {"companyId": str(self.company_id), "running": [str(t) for t in self.runs]}
 
     async def submit(self) -> int:
+        """Ask for an admission pass; returns at once (the caller's task is queued in
+        Postgres already). Returns the number of runs driven here right now."""
         await self._activate()
-        return await self.pump()
+        self._request_pump()
+        return len(self.runs)
 
     async def running(self) -> list[str]:
         await self._activate()

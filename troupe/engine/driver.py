@@ -362,7 +362,7 @@ class RunDriver:
         idem = f"{self.task_id}:{nid}:{iteration}" if kind in SIDE_EFFECTS or kind == "tool" else None
         timeout = float(cfg.get("timeout") or DEFAULT_NODE_TIMEOUT)
         retries = self._retries(cfg)
-        await records.update_task(self.task_id, current_step=data.get("label") or nid)
+        step = data.get("label") or nid
         result: dict[str, Any] = {}
         for attempt in range(retries + 1):
             if self.control.cancel_reason:
@@ -373,14 +373,14 @@ class RunDriver:
                     "conditions": data.get("conditions") or cfg.get("conditions"), "idempotencyKey": idem,
                     "tool": self.tools.get(tool_id or ""), "timeout": timeout}
             started = utcnow()
-            exec_id = await records.start_execution(task_id=self.task_id, node_id=nid, iteration=iteration,
-                                                    attempt=attempt, input_=mask_sealed(_jsonable(cfg)),
-                                                    agent_id=agent_id,
-                                                    tool_id=tool_id if tool_id in self.tools else None,
-                                                    idempotency_key=idem)
-            await records.write_log(task_id=self.task_id, company_id=self.task.company_id, level="info",
-                                    message=f"node {nid} started (attempt {attempt + 1})", node_id=nid,
-                                    details={"iteration": iteration, "attempt": attempt})
+            exec_id = await records.start_execution(
+                task_id=self.task_id, node_id=nid, iteration=iteration, attempt=attempt,
+                input_=mask_sealed(_jsonable(cfg)), agent_id=agent_id,
+                tool_id=tool_id if tool_id in self.tools else None, idempotency_key=idem,
+                current_step=step if attempt == 0 else None,
+                log={"company_id": self.task.company_id, "level": "info",
+                     "message": f"node {nid} started (attempt {attempt + 1})",
+                     "details": {"iteration": iteration, "attempt": attempt}})
             if kind == "tool" and tool_id not in self.tools:
                 result = {"ok": False, "code": "RES_001", "message": "tool not found", "retryable": False}
             else:
@@ -391,27 +391,27 @@ class RunDriver:
             if not result.get("ok"):
                 meta.update({"code": result.get("code"), "final": bool(final)})
             meta.setdefault("cacheHit", False)
+            duration = int((utcnow() - started).total_seconds() * 1000)
+            if result.get("ok"):
+                log_line = {"level": "info", "message": f"node {nid} completed",
+                            "details": {"iteration": iteration, "attempt": attempt,
+                                        "tokensUsed": meta.get("tokensUsed")}}
+            else:
+                log_line = {"level": "error" if final else "warn",
+                            "message": f"node {nid} failed: {result.get('code')} {result.get('message')}",
+                            "details": {"iteration": iteration, "attempt": attempt, "code": result.get("code")}}
             recorded = await records.finish_execution(
                 exec_id, status="completed" if result.get("ok") else "failed", output=_jsonable(result.get("output")),
                 error=None if result.get("ok") else f"{result.get('code')}: {result.get('message')}",
-                meta=meta, started=started)
-            duration = int((utcnow() - started).total_seconds() * 1000)
+                meta=meta, started=started,
+                log={"task_id": self.task_id, "company_id": self.task.company_id, "node_id": nid,
+                     "duration": duration, **log_line})
             if kind == "tool" and tool_id in self.tools:
                 await _tool_call(tool_id, self.task, bool(result.get("ok")), duration, result.get("message"))
             if result.get("ok"):
-                await records.write_log(task_id=self.task_id, company_id=self.task.company_id, level="info",
-                                        message=f"node {nid} completed", node_id=nid, duration=duration,
-                                        details={"iteration": iteration, "attempt": attempt,
-                                                 "tokensUsed": meta.get("tokensUsed")})
                 if recorded:
                     self.completed[key] = result.get("output")
                 return Outcome("ok", result.get("output"))
-            await records.write_log(task_id=self.task_id, company_id=self.task.company_id,
-                                    level="error" if final else "warn",
-                                    message=f"node {nid} failed: {result.get('code')} {result.get('message')}",
-                                    node_id=nid, duration=duration, details={"iteration": iteration,
-                                                                              "attempt": attempt,
-                                                                              "code": result.get("code")})
             if final:
                 break
             await asyncio.sleep(self._backoff(attempt))
@@ -467,8 +467,8 @@ class RunDriver:
         eta = now + timedelta(seconds=elapsed / done * (total - done)) if done else None
         progress = min(99, int(done * 100 / max(total, 1)))
         label = (self.by_id[nid].get("data") or {}).get("label") or nid
-        tokens, cost = await records.usage(self.task_id)
         async with session_scope() as session:
+            tokens, cost = await records.usage(self.task_id, session)
             task = await session.get(models.Task, self.task_id)
             if task is None:
                 return

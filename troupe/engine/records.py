@@ -20,9 +20,20 @@ from troupe.timeutil import iso, utcnow
 log = logging.getLogger("troupe.engine")
 
 
+def _log_row(*, task_id: uuid.UUID, company_id: uuid.UUID | None, level: str, message: str,
+             node_id: str | None = None, details: dict[str, Any] | None = None, duration: int | None = None,
+             user_id: uuid.UUID | None = None) -> models.Log:
+    return models.Log(level=level, source="engine", message=message, task_id=task_id, company_id=company_id,
+                      user_id=user_id, duration=duration,
+                      details={**(details or {}), **({"nodeId": node_id} if node_id else {})})
+
+
 async def start_execution(*, task_id: uuid.UUID, node_id: str, iteration: int, attempt: int, input_: Any,
                           agent_id: str | None = None, tool_id: str | None = None,
-                          idempotency_key: str | None = None, meta: dict[str, Any] | None = None) -> uuid.UUID:
+                          idempotency_key: str | None = None, meta: dict[str, Any] | None = None,
+                          log: dict[str, Any] | None = None, current_step: str | None = None) -> uuid.UUID:
+    """The attempt's row, and in the same transaction (one round trip on the hot
+    path) its "started" log line and the task's current step."""
     async with session_scope() as session:
         row = models.TaskExecution(task_id=task_id, node_id=node_id, iteration=iteration, attempt=attempt,
                                    retry_count=attempt, status="running", input=input_, started_at=utcnow(),
@@ -30,13 +41,20 @@ async def start_execution(*, task_id: uuid.UUID, node_id: str, iteration: int, a
                                    tool_id=uuid.UUID(tool_id) if tool_id else None,
                                    idempotency_key=idempotency_key, meta=meta or {})
         session.add(row)
+        if log is not None:
+            session.add(_log_row(task_id=task_id, node_id=node_id, **log))
+        if current_step is not None:
+            await session.execute(update(models.Task).where(models.Task.id == task_id)
+                                  .values(current_step=current_step))
         await session.flush()
         return row.id
 
 
 async def finish_execution(execution_id: uuid.UUID, *, status: str, output: Any = None, error: str | None = None,
-                           meta: dict[str, Any] | None = None, started: datetime | None = None) -> bool:
-    """False if a completed row for the same node/iteration already existed (never recorded twice)."""
+                           meta: dict[str, Any] | None = None, started: datetime | None = None,
+                           log: dict[str, Any] | None = None) -> bool:
+    """False if a completed row for the same node/iteration already existed (never recorded twice).
+    ``log`` (write_log's keywords) is written in the same transaction."""
     now = utcnow()
     values: dict[str, Any] = {"status": status, "output": output, "error": error, "completed_at": now}
     if meta is not None:
@@ -47,6 +65,8 @@ async def finish_execution(execution_id: uuid.UUID, *, status: str, output: Any 
         async with session_scope() as session:
             await session.execute(update(models.TaskExecution)
                                   .where(models.TaskExecution.id == execution_id).values(**values))
+            if log is not None:
+                session.add(_log_row(**log))
         return True
     except IntegrityError:
         async with session_scope() as session:
@@ -60,9 +80,8 @@ async def write_log(*, task_id: uuid.UUID, company_id: uuid.UUID | None, level: 
                     node_id: str | None = None, details: dict[str, Any] | None = None,
                     duration: int | None = None, user_id: uuid.UUID | None = None) -> None:
     async with session_scope() as session:
-        session.add(models.Log(level=level, source="engine", message=message, task_id=task_id,
-                               company_id=company_id, user_id=user_id, duration=duration,
-                               details={**(details or {}), **({"nodeId": node_id} if node_id else {})}))
+        session.add(_log_row(task_id=task_id, company_id=company_id, level=level, message=message,
+                             node_id=node_id, details=details, duration=duration, user_id=user_id))
 
 
 async def update_task(task_id: uuid.UUID, **values: Any) -> None:
@@ -70,13 +89,18 @@ async def update_task(task_id: uuid.UUID, **values: Any) -> None:
         await session.execute(update(models.Task).where(models.Task.id == task_id).values(**values))
 
 
-async def usage(task_id: uuid.UUID) -> tuple[int, float]:
-    """Tokens and cost of the task's completed executions, summed in SQL."""
+async def usage(task_id: uuid.UUID, session: Any = None) -> tuple[int, float]:
+    """Tokens and cost of the task's completed executions, summed in SQL (in the
+    caller's session when given, to save a round trip)."""
     tokens = func.coalesce(func.sum(models.TaskExecution.meta["tokensUsed"].as_float()), 0)
     cost = func.coalesce(func.sum(models.TaskExecution.meta["cost"].as_float()), 0)
-    async with session_scope() as session:
-        row = (await session.execute(select(tokens, cost).where(
-            models.TaskExecution.task_id == task_id, models.TaskExecution.status == "completed"))).one()
+    query = select(tokens, cost).where(models.TaskExecution.task_id == task_id,
+                                       models.TaskExecution.status == "completed")
+    if session is None:
+        async with session_scope() as own:
+            row = (await own.execute(query)).one()
+    else:
+        row = (await session.execute(query)).one()
     return int(row[0] or 0), float(row[1] or 0)
 
 
