@@ -92,7 +92,7 @@ async def test_login_lockout_from_settings(client, user_factory, super_admin):
     account = await user_factory("user")
     wrong = {"email": account.email, "password": "Wr0ng!Password"}
     async with settings(client, super_admin, security={"maxLoginAttempts": 2, "lockoutDuration": 1}):
-        assert_error(await client.post("/api/auth/login", json=wrong, headers=fresh_ip()), 401, "AUTH_002")
+        assert_error(await client.post("/api/auth/login", json=wrong, headers=fresh_ip()), 401, "AUTH_006")
         error = assert_error(await client.post("/api/auth/login", json=wrong, headers=fresh_ip()), 423, "AUTH_005")
         assert 0 < error["details"]["retryAfter"] <= 60
 
@@ -123,7 +123,7 @@ async def test_limits_cap_company_settings_and_team(client, user, other_user, vi
         patch = {"teamMembers": [{"userId": other_user.id, "role": "member"},
                                  {"userId": viewer.id, "role": "viewer"}]}
         assert_error(await client.put(f"/api/companies/{company['id']}", json=patch, headers=user.headers),
-                     400, "RES_004")
+                     409, "RES_004")
         one = {"teamMembers": [{"userId": other_user.id, "role": "member"}]}
         assert_ok(await client.put(f"/api/companies/{company['id']}", json=one, headers=user.headers))
 
