@@ -62,7 +62,7 @@ def create_app(*, behind_serve: bool = False) -> FastAPI:
         # cannot ride on ambient credentials; credentials stay off for "*".
         allow_credentials="*" not in origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Share-Password", "Range"],
         expose_headers=["X-Request-ID", "Retry-After"],
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes,
