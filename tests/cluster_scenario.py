@@ -14,42 +14,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from troupe.infra import devstack
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_ID = uuid.uuid4().hex[:10]
+DATA = ROOT / ".troupe" / "test"
 RUNS = 4
 FAN_OUT = 4
 NODE_SECONDS = 1.0
 
-os.environ["TROUPE_ENV"] = "test"
-os.environ["TROUPE_DATA_DIR"] = str(ROOT / ".troupe" / "test" / f"cluster-{RUN_ID}")
-os.environ["TROUPE_REDIS_PREFIX"] = f"troupe-cluster-{RUN_ID}"
+RUN_ID = devstack.configure(kind="cluster", data_root=DATA)
 os.environ["TROUPE_NODE_TASK_RESOURCES"] = json.dumps({"worker": 0.01})
 os.environ.setdefault("TROUPE_ACTOR_IDLE_TIMEOUT", "30s")
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-def _admin_exec(url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(_with_database(url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _workflow() -> tuple[list[dict], list[dict]]:
@@ -135,52 +115,30 @@ async def _scenario(base_url: str, cluster, victim) -> dict:
 
 def main() -> int:
     import ray
-    from ray import serve
     from ray.cluster_utils import Cluster
 
-    from troupe.infra import embedded
-
-    data = ROOT / ".troupe" / "test"
-    data.mkdir(parents=True, exist_ok=True)
-    server = os.environ.get("DATABASE_URL") or embedded.start_postgres(data)
-    db_name = f"troupe_cluster_{RUN_ID}"
-    _admin_exec(server, f'CREATE DATABASE "{db_name}"')
-    os.environ["DATABASE_URL"] = _with_database(server, db_name)
-    if not os.environ.get("REDIS_URL"):
-        os.environ["REDIS_URL"] = embedded.start_redis(data)
     cluster = None
-    try:
-        from troupe.config import get_settings
-        from troupe.infra.bootstrap import prepare
-        from troupe.platform.ingress import build
-
-        get_settings.cache_clear()
-        env = prepare()
-        # The head runs the API, the actors and the drivers; node tasks need "worker", found only on the workers.
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-        workers = [cluster.add_node(num_cpus=1, resources={"worker": 1}) for _ in range(2)]
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, namespace="troupe", runtime_env={"env_vars": env}, log_to_driver=False)
-        port = _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
-        serve.run(build(env), name="troupe", route_prefix="/")
-        report = asyncio.run(_scenario(f"http://127.0.0.1:{port}", cluster, workers[0]))
-        report["nodes"] = len([n for n in ray.nodes() if n.get("Alive")])
-        print(json.dumps(report, default=str))
-        sys.stdout.flush()
-        ok = all(s == "completed" for s in report["statuses"].values()) and len(report["statuses"]) == RUNS and all(
-            sorted(counts) == report["expectedNodes"] and set(counts.values()) == {1}
-            for counts in report["completed"].values()) and len(report["completed"]) == RUNS
-        return 0 if ok else 1
-    finally:
+    with devstack.scratch_backends(kind="cluster", run_id=RUN_ID, data_root=DATA) as env:
         try:
-            serve.shutdown()
-        except Exception:  # Serve may not have started
-            pass
-        ray.shutdown()
-        if cluster is not None:
-            cluster.shutdown()
-        _admin_exec(server, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            # The head runs the API, the actors and the drivers; node tasks need "worker", found only on workers.
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+            workers = [cluster.add_node(num_cpus=1, resources={"worker": 1}) for _ in range(2)]
+            cluster.wait_for_nodes()
+            address = cluster.address
+            with devstack.serve_stack(env, ray_init=lambda: ray.init(
+                    address=address, namespace="troupe", runtime_env={"env_vars": env},
+                    log_to_driver=False)) as base_url:
+                report = asyncio.run(_scenario(base_url, cluster, workers[0]))
+                report["nodes"] = len([n for n in ray.nodes() if n.get("Alive")])
+        finally:
+            if cluster is not None:
+                cluster.shutdown()
+    print(json.dumps(report, default=str))
+    sys.stdout.flush()
+    ok = all(s == "completed" for s in report["statuses"].values()) and len(report["statuses"]) == RUNS and all(
+        sorted(counts) == report["expectedNodes"] and set(counts.values()) == {1}
+        for counts in report["completed"].values()) and len(report["completed"]) == RUNS
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
