@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from troupe.platform.schemas import CamelModel, StrictInput
+from troupe.platform.schemas import CamelModel, PageParams, StrictInput
 from troupe.providers.catalog import ProviderName
 
 AgentType = Literal["conversational", "analytical", "creative", "technical", "customer_service",
@@ -196,12 +196,8 @@ class AgentPerformance(CamelModel):
     trends: PerformanceTrends
 
 
-class AgentListParams(CamelModel):
-    page: int = Field(1, ge=1, le=100_000)
-    limit: int = Field(20, ge=1, le=100)
+class AgentListParams(PageParams):
     sort: Literal["name", "createdAt", "updatedAt", "rating", "type", "status", "provider"] = "createdAt"
-    order: Literal["asc", "desc"] = "desc"
-    search: str | None = Field(None, max_length=200)
     type: AgentType | None = None
     status: AgentStatus | None = None
     company_id: uuid.UUID | None = None

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from troupe.platform.agents.schemas import AgentConfiguration, AgentRead, AgentType
-from troupe.platform.schemas import CamelModel, StrictInput
+from troupe.platform.schemas import CamelModel, PageParams, StrictInput
 from troupe.providers.catalog import ProviderName
 
 CompanyType = Literal["software", "research", "content", "consulting", "ecommerce", "finance", "healthcare",
@@ -483,12 +483,8 @@ class TaskRead(CamelModel):
 # --------------------------------------------------------------------------- query parameters
 
 
-class CompanyListParams(CamelModel):
-    page: int = Field(1, ge=1, le=100_000)
-    limit: int = Field(20, ge=1, le=100)
+class CompanyListParams(PageParams):
     sort: Literal["name", "createdAt", "updatedAt", "type", "industry", "status", "lastActivityAt"] = "createdAt"
-    order: Literal["asc", "desc"] = "desc"
-    search: str | None = Field(None, max_length=200)
     type: CompanyType | None = None
     status: CompanyStatus | None = None
     owner_id: uuid.UUID | None = None
