@@ -53,3 +53,25 @@ class RecoveryActor:
 
 async def ensure_recovery() -> None:
     await handles.call("recovery", "start")
+
+
+# The recovery actor can itself be lost with its node. Every replica keeps
+# re-ensuring it (by name, idempotent), so a lost one is re-created elsewhere.
+WATCH_SECONDS = 5.0
+_watchers: set[asyncio.Task[None]] = set()
+
+
+async def _watch() -> None:
+    while True:
+        await asyncio.sleep(WATCH_SECONDS)
+        try:
+            await ensure_recovery()
+        except Exception:
+            log.exception("could not re-ensure the recovery actor")
+
+
+def watch_recovery() -> None:
+    """Start this process's watchdog (once)."""
+    if not _watchers:
+        task = asyncio.get_running_loop().create_task(_watch())
+        _watchers.add(task)
