@@ -22,7 +22,7 @@ from sqlalchemy import update
 
 from troupe.actors import residency
 from troupe.db import models
-from troupe.db.session import session_scope
+from troupe.db.session import session_scope, set_pool
 from troupe.engine.nodes import failure, success
 from troupe.events import publish
 from troupe.infra import ratelimit
@@ -47,6 +47,7 @@ def provider_for(name: str) -> Any:
 @ray.remote
 class AgentActor:
     def __init__(self, agent_id: str) -> None:
+        set_pool("none")
         self.agent_id = agent_id
         self.agent: dict[str, Any] | None = None
         self.semaphore: asyncio.Semaphore | None = None

@@ -27,7 +27,7 @@ from sqlalchemy import case, func, literal_column, or_, select, update
 from troupe import runtime_settings
 from troupe.actors import residency
 from troupe.db import models
-from troupe.db.session import session_scope
+from troupe.db.session import session_scope, set_pool
 from troupe.engine import records
 from troupe.engine.driver import RunControl, RunDriver
 from troupe.infra import ratelimit
@@ -49,6 +49,7 @@ def queue_order() -> list[Any]:
 @ray.remote
 class CompanyActor:
     def __init__(self, company_id: str) -> None:
+        set_pool("small")
         self.company_id = uuid.UUID(company_id)
         self.runs: dict[uuid.UUID, tuple[RunControl, asyncio.Task[str]]] = {}
         self.activated = False

@@ -16,6 +16,7 @@ import ray
 
 from troupe.actors import handles
 from troupe.actors.company import companies_with_work
+from troupe.db.session import set_pool
 
 log = logging.getLogger("troupe.engine")
 SWEEP_SECONDS = 2.0
@@ -24,6 +25,7 @@ SWEEP_SECONDS = 2.0
 @ray.remote
 class RecoveryActor:
     def __init__(self) -> None:
+        set_pool("none")
         self.loop: asyncio.Task[None] | None = None
         self.sweeps = 0
 

@@ -7,11 +7,25 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from troupe.config import get_settings
 
 _engine: AsyncEngine | None = None
 _sessionmaker: async_sessionmaker[AsyncSession] | None = None
+# Connections per process. The API replicas keep the configured pool; actors and
+# node-task workers are many processes (one per resident agent), so idle pooled
+# connections there would exhaust the server's max_connections.
+_pool: str = "default"
+
+
+def set_pool(kind: str) -> None:
+    """``default`` (settings' pool), ``small`` (2 + 4 overflow) or ``none`` (connect per use).
+    Call before the first database access in the process."""
+    global _pool
+    if kind not in ("default", "small", "none"):
+        raise ValueError(f"unknown pool kind {kind!r}")
+    _pool = kind
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -29,13 +43,18 @@ def get_engine() -> AsyncEngine:
         settings = get_settings()
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is not set; start through troupe.infra.bootstrap")
+        if _pool == "none":
+            sizing: dict = {"poolclass": NullPool}
+        elif _pool == "small":
+            sizing = {"pool_size": 2, "max_overflow": 4, "pool_pre_ping": True}
+        else:
+            sizing = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
+                      "pool_pre_ping": True}
         _engine = create_async_engine(
             sqlalchemy_url(settings.database_url),
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            pool_pre_ping=True,
             # Timestamps are naive UTC throughout, as in the spec's TIMESTAMP columns.
             connect_args={"options": "-c timezone=UTC"},
+            **sizing,
         )
         _sessionmaker = async_sessionmaker(_engine, expire_on_commit=False)
     return _engine

@@ -146,6 +146,9 @@ def success(output: Any, **meta: Any) -> dict[str, Any]:
 
 @ray.remote(num_cpus=0.05, max_retries=3, retry_exceptions=False)
 def execute_node(spec: dict[str, Any]) -> dict[str, Any]:
+    from troupe.db.session import set_pool
+
+    set_pool("none")  # worker processes are many and reused: no idle pooled connections
     started = time.perf_counter()
     try:
         result = _dispatch(spec)
