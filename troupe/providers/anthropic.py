@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import anthropic
 
-from troupe.infra.outbound import OutboundError
-from troupe.providers.base import CompletionRequest, CompletionResult, ProviderError
+from troupe.providers.base import CompletionRequest, CompletionResult
 from troupe.providers.common import (
     LoopClients,
     as_chat_messages,
     context_window_of,
-    from_outbound,
-    from_status,
     merge_consecutive,
-    outbound_cause,
+    sdk_errors,
     sdk_http_client,
-    timed_out,
-    unreachable,
 )
 from troupe.providers.pricing import cost_of
 
@@ -60,20 +54,8 @@ class AnthropicProvider:
         client = self._clients.get()
         params = self._params(request)
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(request.timeout_s + 1):
-                response = await client.messages.create(**params, timeout=request.timeout_s)
-        except OutboundError as exc:  # the guard's refusal, raised through the SDK's transport
-            raise from_outbound(self.name, exc) from exc
-        except (TimeoutError, anthropic.APITimeoutError) as exc:
-            raise timed_out(self.name, request.timeout_s) from exc
-        except anthropic.APIConnectionError as exc:
-            blocked = outbound_cause(exc)
-            raise (from_outbound(self.name, blocked) if blocked else unreachable(self.name, exc)) from exc
-        except anthropic.APIStatusError as exc:
-            raise from_status(self.name, exc.status_code, exc.message) from exc
-        except anthropic.AnthropicError as exc:
-            raise ProviderError("SYS_003", f"{self.name}: {exc}", retryable=False) from exc
+        async with sdk_errors(self.name, anthropic, anthropic.AnthropicError, request.timeout_s):
+            response = await client.messages.create(**params, timeout=request.timeout_s)
         latency_ms = (time.perf_counter() - started) * 1000
         text = "".join(block.text for block in response.content if getattr(block, "type", None) == "text")
         prompt_tokens = response.usage.input_tokens if response.usage else 0

@@ -4,8 +4,9 @@ sealed API keys, the HTTP client the SDKs get, and error mapping."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from troupe.infra.outbound import OutboundError, guarded_transport
@@ -132,3 +133,25 @@ def context_window_of(provider: str, model: str) -> int | None:
     from troupe.providers.catalog import context_window
 
     return context_window(provider, model)
+
+
+@contextlib.asynccontextmanager
+async def sdk_errors(provider: str, sdk: Any, base_error: type[Exception],
+                     timeout_s: float) -> AsyncIterator[None]:
+    """Map the errors of the OpenAI and Anthropic SDKs (which share one error
+    hierarchy) onto ProviderError, with a hard deadline around the call."""
+    try:
+        async with asyncio.timeout(timeout_s + 1):
+            yield
+    except OutboundError as exc:  # the guard's refusal, raised through the SDK's transport
+        raise from_outbound(provider, exc) from exc
+    except (TimeoutError, sdk.APITimeoutError) as exc:
+        raise timed_out(provider, timeout_s) from exc
+    except sdk.APIConnectionError as exc:
+        blocked = outbound_cause(exc)
+        raise (from_outbound(provider, blocked) if blocked else unreachable(provider, exc)) from exc
+    except sdk.APIStatusError as exc:
+        raise from_status(provider, exc.status_code, exc.message) from exc
+    except base_error as exc:
+        raise ProviderError("SYS_003", f"{provider}: {exc}", retryable=False) from exc
+

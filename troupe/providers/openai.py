@@ -3,24 +3,18 @@ OpenAI-compatible server (``local``)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import openai
 
-from troupe.infra.outbound import OutboundError
-from troupe.providers.base import CompletionRequest, CompletionResult, ProviderError
+from troupe.providers.base import CompletionRequest, CompletionResult
 from troupe.providers.common import (
     LoopClients,
     as_chat_messages,
     context_window_of,
-    from_outbound,
-    from_status,
-    outbound_cause,
+    sdk_errors,
     sdk_http_client,
-    timed_out,
-    unreachable,
 )
 from troupe.providers.pricing import Cost, cost_of
 
@@ -71,20 +65,8 @@ class OpenAICompatibleProvider:
         client = self._clients.get()
         params = self._params(request)
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(request.timeout_s + 1):
-                response = await client.chat.completions.create(**params, timeout=request.timeout_s)
-        except OutboundError as exc:  # the guard's refusal, raised through the SDK's transport
-            raise from_outbound(self.name, exc) from exc
-        except (TimeoutError, openai.APITimeoutError) as exc:
-            raise timed_out(self.name, request.timeout_s) from exc
-        except openai.APIConnectionError as exc:
-            blocked = outbound_cause(exc)
-            raise (from_outbound(self.name, blocked) if blocked else unreachable(self.name, exc)) from exc
-        except openai.APIStatusError as exc:
-            raise from_status(self.name, exc.status_code, exc.message) from exc
-        except openai.OpenAIError as exc:
-            raise ProviderError("SYS_003", f"{self.name}: {exc}", retryable=False) from exc
+        async with sdk_errors(self.name, openai, openai.OpenAIError, request.timeout_s):
+            response = await client.chat.completions.create(**params, timeout=request.timeout_s)
         latency_ms = (time.perf_counter() - started) * 1000
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content or "") if choice else ""
