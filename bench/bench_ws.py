@@ -102,6 +102,7 @@ async def _run(base_url: str) -> dict[str, Any]:
     pids = _ingress_pids()
     before = _rss(pids)
     latencies: list[float] = []
+    timeline: list[tuple[float, float]] = []
     received = 0
     target: list[int] = []  # set once every event is published
     all_in = asyncio.Event()
@@ -114,6 +115,7 @@ async def _run(base_url: str) -> dict[str, Any]:
                 msg = json.loads(raw)
                 if msg["type"] == "task:progress":
                     latencies.append((time.time() - msg["payload"]["metadata"]["sentAt"]) * 1000)
+                    timeline.append((time.time(), latencies[-1]))
                     received += 1
                     if target and received >= target[0]:
                         all_in.set()
@@ -122,11 +124,14 @@ async def _run(base_url: str) -> dict[str, Any]:
 
     async def keepalive() -> None:
         # Clients must ping within WS_CONNECTION_TIMEOUT or the server closes them as idle.
+        # Like real clients, each pings on its own clock: spread over the interval.
+        interval = 15.0
         while True:
-            await asyncio.sleep(15)
+            await asyncio.sleep(interval / max(1, CLIENTS))
             for ws in list(sockets):
                 with contextlib.suppress(Exception):
                     await ws.send('{"type":"ping","payload":{}}')
+                await asyncio.sleep(interval / max(1, CLIENTS))
 
     pinger = asyncio.create_task(keepalive())
     started = time.monotonic()
@@ -166,6 +171,13 @@ async def _run(base_url: str) -> dict[str, Any]:
     for task in readers:
         task.cancel()
     await close_redis()
+    if os.environ.get("BENCH_WS_TIMELINE"):
+        t0 = timeline[0][0] if timeline else 0
+        buckets: dict[int, list[float]] = {}
+        for t, lat in timeline:
+            buckets.setdefault(int((t - t0) * 4), []).append(lat)
+        for b, lats in sorted(buckets.items()):
+            print(f"t={b / 4:6.2f}s n={len(lats):5d} p50={_pct(lats, .5):8.1f} max={max(lats):8.1f}")
     per_conn = {k: (after[k] - before[k]) / CLIENTS for k in after}
     return {
         "clients": CLIENTS, "tasks": len(tasks), "events_published": ROUNDS * len(tasks),

@@ -706,6 +706,33 @@ async def test_heartbeat_idle_timeout_and_connection_limit(base_url, replica_b, 
     await sess.__aexit__(None, None, None)
 
 
+async def test_draining_serve_replica_says_goodbye_and_closes_1001(stack, user_factory):
+    """Deleting an application drains its replica: Serve waits for open sockets,
+    so the replica itself must tell clients to go (frame, then 1001) well before
+    Serve's grace period would cut them."""
+    from ray import serve
+
+    from troupe.platform.ingress import build
+
+    env = {k: v for k, v in stack.items() if k != "base_url"}
+    serve.run(build(env), name="drain_c", route_prefix="/c")
+    someone = await user_factory("user")
+    sess, client = await connected(stack["base_url"], someone.token, "/c")
+    try:
+        started = time.monotonic()
+        deleting = asyncio.create_task(asyncio.to_thread(serve.delete, "drain_c"))
+        code, frames = await client.closed(wait=15)
+        elapsed = time.monotonic() - started
+        await deleting
+    finally:
+        await sess.__aexit__(None, None, None)
+    assert code == 1001
+    assert frames[-1]["type"] == "connection:status"
+    assert frames[-1]["payload"] == {"status": "disconnected", "reason": "server shutting down", "retryIn": 1000}
+    # Serve's own grace period is 20 s; the goodbye comes from the drain watcher.
+    assert elapsed < 10
+
+
 async def test_shutdown_hook_closes_every_socket_gracefully(stack):
     """The hub's shutdown hook (run by the app's lifespan) says goodbye and closes with 1001."""
     from troupe.platform.deps import Principal

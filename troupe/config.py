@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # Storage backends: unset means the embedded servers under data_dir.
     database_url: str | None = None
     redis_url: str | None = None
+    # Per process; callers beyond it wait (up to 20 s) for a free connection
+    # instead of failing, so a burst of sockets cannot exhaust Redis.
+    redis_max_connections: int = 200
     # Prefix of every Redis key and channel, so deployments (and test runs) can share a server.
     redis_prefix: str = Field("troupe", validation_alias="TROUPE_REDIS_PREFIX")
     db_pool_size: int = 10

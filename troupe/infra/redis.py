@@ -20,7 +20,10 @@ def get_redis() -> aioredis.Redis:
         url = get_settings().redis_url
         if not url:
             raise RuntimeError("REDIS_URL is not set; start through troupe.infra.bootstrap")
-        client = aioredis.from_url(url, decode_responses=True, health_check_interval=30)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=True, health_check_interval=30,
+            max_connections=get_settings().redis_max_connections, timeout=20)
+        client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() releases it
         _clients[loop_id] = client
     return client
 

@@ -220,9 +220,7 @@ class Connection:
             await self.ws.close(code=code, reason=reason[:120])
 
     async def server_shutdown(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.send_text(frame("connection:status", {
-                "status": "disconnected", "reason": "server shutting down", "retryIn": 1000}))
+        await goodbye(self.ws)
         await self.close(CloseCode.SHUTDOWN, "server shutting down")
 
     async def _watchdog(self) -> None:
@@ -527,6 +525,11 @@ async def serve(ws: WebSocket, *, token: str | None, last_event_id: str | None) 
         await _refuse(ws, code, _error_for(code), reason)
         return
     hub = get_hub()
+    if hub.closing:  # this replica is draining: send the client to another one
+        await goodbye(ws)
+        with contextlib.suppress(Exception):
+            await ws.close(code=CloseCode.SHUTDOWN, reason="server shutting down")
+        return
     await hub.ensure_started()
     conn = Connection(ws, user, hub, avatar=avatar)
     if not await service.admit_connection(user_id=user.id, conn_id=conn.id,
@@ -541,6 +544,13 @@ async def serve(ws: WebSocket, *, token: str | None, last_event_id: str | None) 
         if ws.application_state != WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
                 await ws.close(code=1000)
+
+
+async def goodbye(ws: WebSocket) -> None:
+    """The frame that tells a client the server is going away and when to reconnect."""
+    with contextlib.suppress(Exception):
+        await ws.send_text(frame("connection:status", {
+            "status": "disconnected", "reason": "server shutting down", "retryIn": 1000}))
 
 
 async def _refuse(ws: WebSocket, code: int, error: WsError, message: str) -> None:

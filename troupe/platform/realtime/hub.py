@@ -96,8 +96,13 @@ class Hub:
             if not members:
                 del self.rooms[room]
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     async def shutdown(self) -> None:
-        """Close every socket with "going away" and a reconnect hint, then stop listening."""
+        """Close every socket with "going away" and a reconnect hint, then stop listening.
+        Idempotent: the drain watcher and the app's shutdown hook may both call it."""
         self._closing = True
         await asyncio.gather(*(conn.server_shutdown() for conn in list(self.connections)),
                              return_exceptions=True)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket
 
 from troupe.platform.realtime import connection
+from troupe.platform.realtime.drain import watch_drain
 from troupe.platform.realtime.hub import get_hub
 
 router = APIRouter(tags=["realtime"])
@@ -24,3 +25,9 @@ async def websocket_endpoint(
         state.realtime_shutdown_registered = True
         state.shutdown_hooks.append(get_hub().shutdown)
     await connection.serve(websocket, token=token, last_event_id=last_event_id)
+
+
+async def startup_hook() -> None:
+    # Under Serve the shutdown hooks run only after every socket has gone, so the
+    # goodbye is triggered by the replica starting to drain.
+    watch_drain(get_hub().shutdown)
