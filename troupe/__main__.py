@@ -15,8 +15,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     from troupe.config import get_settings
     from troupe.infra.bootstrap import prepare
-    from troupe.platform.ingress import build
+    from troupe.platform.ingress import apply_serve_env, build
 
+    apply_serve_env()
     env = prepare()
     settings = get_settings()
     context = ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace="troupe",

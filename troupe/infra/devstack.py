@@ -77,8 +77,9 @@ def serve_stack(env: dict[str, str], *, replicas: int = 1, ray_init: Callable[[]
     import ray
     from ray import serve
 
-    from troupe.platform.ingress import build
+    from troupe.platform.ingress import apply_serve_env, build
 
+    apply_serve_env()
     if ray_init is None:
         ray.init(namespace="troupe", include_dashboard=False, runtime_env={"env_vars": env},
                  log_to_driver=False, **ray_options)

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
 
 from troupe.platform.app import create_app
+
+# Serve's documented throughput mode: user code on the replica's own event loop
+# (no thread hop per request or WebSocket frame), buffered access logs, gRPC
+# between deployments. Our handlers never block the loop, which that mode needs.
+# Read by every Serve process at import, so it must be in the environment before
+# Ray starts them: `troupe run` and the test/bench stacks call this before
+# ray.init; cluster.yaml exports it for `ray start`.
+SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def apply_serve_env() -> None:
+    for key, value in SERVE_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def build_asgi_app() -> FastAPI:

@@ -56,6 +56,9 @@ class RequestContextMiddleware:
         set_request(ctx)
         scope.setdefault("state", {})["request_id"] = request_id
         path = scope.get("path", "")
+        if scope["type"] == "websocket":  # no response headers to add; keep frames off this path
+            await self.app(scope, receive, send)
+            return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
