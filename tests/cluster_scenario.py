@@ -119,6 +119,13 @@ def main() -> int:
     import ray
     from ray.cluster_utils import Cluster
 
+    from troupe.platform.ingress import apply_serve_env
+
+    # Three nodes share this machine: one HAProxy per node would fight over its ports,
+    # so this scenario (about losing a node, not about the front door) uses the proxy actor.
+    # Set before the nodes start: they pass their environment to every worker.
+    os.environ["TROUPE_SERVE_HAPROXY"] = "0"
+    apply_serve_env()
     cluster = None
     with devstack.scratch_backends(kind="cluster", run_id=RUN_ID, data_root=DATA) as env:
         try:

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_removing_a_worker_node_mid_run_loses_no_run():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "TROUPE_NODE_TASK"))}
+    # Its own Serve settings (and HAProxy side ports): nothing inherited from this session's stack.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "TROUPE_NODE_TASK", "RAY_SERVE_"))}
     result = subprocess.run([sys.executable, "-m", "tests.cluster_scenario"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=330)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]

@@ -5,6 +5,7 @@ completed execution row per executed node."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 
@@ -21,6 +22,7 @@ from tests.utils.engine import (
     run_workflow,
     wait_status,
 )
+from troupe.events.bus import read_since
 
 
 async def _running_node_pid(name_prefix: str, wait_s: float = 15) -> int:
@@ -104,3 +106,7 @@ async def test_killed_driver_is_recovered_without_rerunning_completed_nodes(clie
     logs = [entry["message"] for entry in (await client.get(f"/api/tasks/{task_id}/logs?limit=100",
                                                             headers=user.headers)).json()["data"]]
     assert any("previous driver lost" in m for m in logs)
+    # Administrators are told, on the admin room's stream (what an admin socket receives).
+    alerts = [json.loads(data) for _, data, _ in await read_since(["admin"], "0-0")]
+    assert any(a["type"] == "system:alert" and f"company:{company}" in a["payload"]["affectedServices"]
+               and a["payload"]["source"] == "engine" for a in alerts)

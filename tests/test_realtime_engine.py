@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from tests.test_realtime import connected
-from tests.utils.engine import chain, make_company, make_workflow, node
+from tests.utils.engine import chain, make_agent, make_company, make_workflow, node
 from tests.utils.fixtures import assert_ok
 
 
@@ -45,3 +45,44 @@ async def test_task_progress_reaches_a_subscriber_in_order(client, base_url, use
     names = ["input", "think", "wait", "output"]
     steps = [e["currentStep"] for e in events if e["status"] == "running" and e.get("currentStep") in names]
     assert list(dict.fromkeys(steps)) == names, steps
+
+
+async def test_server_messages_come_from_real_state_changes(client, base_url, user, super_admin):
+    """company:status from starting the company, agent:activity from calling the agent,
+    notification from a finished run, system:alert from switching maintenance on and off:
+    each produced by the change itself, through the HTTP API."""
+    from tests.test_settings_effect import settings
+
+    company_id = await make_company(user.id)
+    agent_id = await make_agent(company_id, user.id)
+    workflow_id = await make_workflow(company_id, user.id, [node("input", "input"), node("output", "output")],
+                                      chain("input", "output"), strategy="sequential")
+    sess, ws = await connected(base_url, user.token)
+    try:
+        assert (await ws.request("join_room", {"room": f"company:{company_id}"}))["type"] == "join_room"
+
+        assert_ok(await client.post(f"/api/companies/{company_id}/start", headers=user.headers, json={}))
+        status = await ws.expect("company:status")
+        assert status["payload"]["companyId"] == company_id and status["payload"]["status"] == "active"
+        assert status["companyId"] == company_id
+
+        assert_ok(await client.post(f"/api/agents/{agent_id}/test", headers=user.headers,
+                                    json={"input": "hello"}))
+        activity = await ws.expect("agent:activity", wait=60)
+        assert activity["payload"]["agentId"] == agent_id
+
+        task = assert_ok(await client.post("/api/tasks", headers=user.headers, json={
+            "name": "notify me", "type": "workflow", "companyId": company_id, "workflowId": workflow_id,
+            "input": {}}), 201)
+        assert_ok(await client.post(f"/api/tasks/{task['id']}/execute", headers=user.headers, json={}), 202)
+        note = await ws.expect("notification", wait=60)
+        assert note["payload"]["category"] == "task" and note["userId"] == user.id
+
+        async with settings(client, super_admin, maintenance={"enabled": True, "message": "Back soon"}):
+            alert = await ws.expect("system:alert")
+            assert alert["payload"]["title"] == "Maintenance mode on"
+            assert alert["payload"]["description"] == "Back soon"
+            assert alert["payload"]["source"] == "settings"
+        assert (await ws.expect("system:alert"))["payload"]["title"] == "Maintenance mode off"
+    finally:
+        await sess.__aexit__(None, None, None)

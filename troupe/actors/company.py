@@ -30,6 +30,7 @@ from troupe.db import models
 from troupe.db.session import session_scope, set_pool
 from troupe.engine import records
 from troupe.engine.driver import RunControl, RunDriver
+from troupe.events.alerts import raise_alert
 from troupe.infra import ratelimit
 from troupe.timeutil import utcnow
 
@@ -75,6 +76,12 @@ class CompanyActor:
             await records.write_log(task_id=task_id, company_id=self.company_id, level="warn",
                                     message="run resumed by a new company actor (previous driver lost)")
             self._drive(task_id)
+        if orphans:
+            await raise_alert(severity="medium", title="Runs resumed after a lost driver",
+                              description=f"{len(orphans)} run(s) of company {self.company_id} lost their driver "
+                                          "(actor or node died) and were resumed; completed nodes are not re-run.",
+                              source="engine", affected=["engine", f"company:{self.company_id}"],
+                              actions=["Check the Ray dashboard for dead actors or nodes"])
         self.ticker = asyncio.get_running_loop().create_task(self._tick())
 
     async def _tick(self) -> None:

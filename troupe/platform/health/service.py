@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import text
 
 from troupe.db.session import sessionmaker
+from troupe.events.alerts import raise_alert
 from troupe.infra.redis import get_redis
 from troupe.platform.health.schemas import DependencyHealth
 
@@ -55,4 +56,13 @@ async def _ray() -> dict:
 async def check_all() -> dict[str, DependencyHealth]:
     names = ("postgres", "redis", "ray")
     results = await asyncio.gather(_timed(_postgres), _timed(_redis), _timed(_ray))
-    return dict(zip(names, results, strict=True))
+    checks = dict(zip(names, results, strict=True))
+    for name, check in checks.items():
+        if check.status == "down":
+            # Once per dependency per 5 minutes, however often health is polled.
+            await raise_alert(severity="critical", title=f"{name} is down",
+                              description=f"The health check of {name} failed ({check.error}).",
+                              source="health", affected=[name],
+                              actions=[f"Check the {name} server and the network to it"],
+                              once_per=(f"down:{name}", 300))
+    return checks

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from troupe import runtime_settings
 from troupe.db import models
 from troupe.errors import invalid
+from troupe.events.alerts import raise_alert
 from troupe.platform.auth.audit import audit
 from troupe.platform.deps import Principal
 from troupe.platform.system import schemas
@@ -46,6 +47,7 @@ async def update_settings(*, session: AsyncSession, user: Principal,
     rows = {row.section: row for row in (await session.execute(
         select(models.SystemSetting).where(models.SystemSetting.section.in_(list(patch))).with_for_update()
     )).scalars()}
+    before = await runtime_settings.load(session)
     changed: dict[str, list[str]] = {}
     for section, section_patch in patch.items():
         if section_patch is None:
@@ -68,4 +70,21 @@ async def update_settings(*, session: AsyncSession, user: Principal,
     # Audit says which keys changed, not their values.
     await audit(session, action="settings.update", message=f"System settings updated: {', '.join(changed)}",
                 user_id=user.id, changed=changed)
-    return await read_settings(session=session)
+    after = await read_settings(session=session)
+    await _announce_maintenance(before.maintenance, after.maintenance)
+    return after
+
+
+async def _announce_maintenance(before: schemas.Maintenance, after: schemas.Maintenance) -> None:
+    """Everyone connected hears when maintenance starts or ends (they cannot write meanwhile)."""
+    if bool(before.enabled) == bool(after.enabled):
+        return
+    if after.enabled:
+        await raise_alert(severity="medium", title="Maintenance mode on",
+                          description=after.message or "The service is in maintenance: changes are refused.",
+                          source="settings", affected=["api"], actions=["Retry writes when maintenance ends"],
+                          rooms=("global", "admin"))
+    else:
+        await raise_alert(severity="low", title="Maintenance mode off",
+                          description="The service accepts changes again.", source="settings",
+                          affected=["api"], actions=[], rooms=("global", "admin"))
