@@ -97,6 +97,18 @@ def _serve_pids() -> dict[str, int]:
     return pids
 
 
+def _haproxy_pid() -> int | None:
+    """This cluster's HAProxy (Serve keeps its files under a directory named after the node)."""
+    import psutil
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "haproxy" and any(node_id in part for part in proc.info["cmdline"] or ()):
+            return proc.pid
+    return None
+
+
 def _rss(pids: dict[str, int]) -> dict[str, int]:
     import psutil
 
@@ -220,6 +232,9 @@ async def _run(stack: dict[str, str]) -> dict[str, Any]:
         "Serve HAProxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "Serve proxy actor")}
     try:
         pids = _serve_pids()
+        haproxy = _haproxy_pid()
+        if haproxy is not None:
+            pids["haproxy"] = haproxy
         results["serve"] = await _load(stack["base_url"], tokens, tasks, pids)
         direct = _direct_ingress_url()
         if direct is not None:
@@ -257,8 +272,9 @@ def report(results: dict[str, Any]) -> list[str]:
             lines.append(f"  {label} at {TARGET_RATE} events/s: p99 {judged['p99_ms']} ms, {verdict} the "
                          f"p99 <= {TARGET_P99_MS:.0f} ms target")
     per = results["serve"]["bytes_per_connection"]
-    proxy = f" + proxy actor {per['proxy'] / 1024:.1f} KiB" if "proxy" in per else " (HAProxy not counted)"
-    lines.append(f"  memory per connection: Serve replica {per.get('replica', 0) / 1024:.1f} KiB{proxy}; plain uvicorn "
+    front = "".join(f" + {name} {per[key] / 1024:.1f} KiB" for key, name in (
+        ("haproxy", "HAProxy"), ("proxy", "proxy actor")) if key in per)
+    lines.append(f"  memory per connection: Serve replica {per.get('replica', 0) / 1024:.1f} KiB{front}; plain uvicorn "
                  f"{plain['bytes_per_connection'].get('uvicorn', 0) / 1024:.1f} KiB")
     lines.append("  connecting all clients took " + ", ".join(
         f"{results[k]['connect_seconds']} s ({label})" for label, k in [*paths, ("plain uvicorn", "uvicorn")]
