@@ -15,7 +15,13 @@ from troupe.platform.app import create_app
 # hop per request or WebSocket frame), buffered access logs, gRPC between
 # deployments, and direct ingress (each ingress replica listens itself). Our
 # handlers never block the loop, which that mode needs.
-SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+SERVE_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # How long a draining replica stays reachable so load balancers can drop it.
+    # Serve's 30 s default is for external balancers; its own HAProxy health-checks
+    # every 250 ms, and open sockets are told to move at once (realtime/drain.py).
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+}
 
 
 def _haproxy_available() -> bool:
