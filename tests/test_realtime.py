@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.utils.fixtures import assert_error, assert_ok
+from troupe.infra.mail import read_outbox
 
 # --- helpers
 
@@ -540,9 +541,9 @@ async def test_notify_persists_delivers_live_and_lists(base_url, client, user_fa
             result = await notify(session=session, user_id=someone.id, type="completion", title="Run finished",
                                   message="Your task completed", data={"taskId": "t1"}, category="task",
                                   priority="high")
-        assert result.channels["websocket"] == "sent"
-        assert result.channels["email"] in ("sent", "unavailable")
-        assert result.channels["webhook"] == "skipped"
+        assert result.channels == {"websocket": "sent", "email": "sent", "webhook": "skipped"}
+        mails = [m for m in read_outbox(someone.email) if m["subject"] == "[Troupe] Run finished"]
+        assert len(mails) == 1 and "Your task completed" in mails[0]["body"]
         live = await c.expect("user:notification")
         assert live["payload"]["id"] == result.notification.id
         assert live["payload"]["read"] is False
@@ -574,6 +575,61 @@ async def test_notify_persists_delivers_live_and_lists(base_url, client, user_fa
         async with session_scope() as session:
             await notify(session=session, user_id=someone.id, type="spam", title="x", message="y")
     assert "type" in str(bad.value)
+
+
+async def test_notification_channels_follow_the_users_settings(client, user_factory):
+    """Webhook through the outbound guard to a real HTTP server; switched off per kind
+    by the user; and a finished run notifies its creator through the same channels."""
+    from aiohttp import web
+
+    from tests.utils.engine import chain, make_company, make_workflow, node
+    from tests.utils.stub_http import StubServer
+    from troupe.db import models
+    from troupe.db.session import session_scope
+    from troupe.platform.notifications.service import notify
+
+    async def ok_(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    server = StubServer()
+    server.route("POST", "/hook", ok_)
+    await server.start()
+    someone = await user_factory("user")
+    try:
+        async with session_scope() as session:
+            row = await session.get(models.User, uuid.UUID(someone.id))
+            row.preferences = {"notifications": {"webhook": f"{server.url}/hook", "email": False,
+                                                 "systemAlerts": False}}
+        async with session_scope() as session:
+            sent = await notify(session=session, user_id=someone.id, type="assignment", title="New task",
+                                message="You were assigned", category="task")
+        assert sent.channels == {"websocket": "sent", "email": "skipped", "webhook": "sent"}
+        hook = server.received[-1].json()
+        assert hook["event"] == "user:notification" and hook["notification"]["id"] == sent.notification.id
+        assert server.received[-1].headers["idempotency-key"] == f"notification-{sent.notification.id}"
+        # systemAlerts: false keeps system notices off the external channels (still stored and live).
+        async with session_scope() as session:
+            quiet = await notify(session=session, user_id=someone.id, type="error", title="Disk",
+                                 message="almost full", category="system")
+        assert quiet.channels["webhook"] == "skipped" and len(server.received) == 1
+
+        # The engine's notice of a finished run takes the same path, from the company actor.
+        company = await make_company(someone.id)
+        workflow = await make_workflow(company, someone.id, [node("input", "input"), node("output", "output")],
+                                       chain("input", "output"), strategy="sequential")
+        task = assert_ok(await client.post("/api/tasks", headers=someone.headers, json={
+            "name": "hooked", "type": "workflow", "companyId": company, "workflowId": workflow, "input": {}}), 201)
+        assert_ok(await client.post(f"/api/tasks/{task['id']}/execute", headers=someone.headers, json={}), 202)
+        for _ in range(300):  # the run is short; its notice follows it
+            if len(server.received) >= 2:
+                break
+            await asyncio.sleep(0.2)
+        done = server.received[-1].json()["notification"]
+        assert (done["type"], done["category"], done["data"]) == ("completion", "task", {"taskId": task["id"]})
+        listed = assert_ok(await client.get("/api/notifications?category=task", headers=someone.headers))
+        assert done["id"] in [n["id"] for n in listed["items"]]
+    finally:
+        await server.stop()
 
 
 # --- the bounded send queue (in process: Serve's own proxy buffers between replica and client)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from troupe.db import models
 from troupe.db.session import session_scope
 from troupe.events import publish
+from troupe.events.notifications import deliver
 from troupe.timeutil import iso, utcnow
 
 log = logging.getLogger("troupe.engine")
@@ -128,15 +129,18 @@ async def progress_event(task: models.Task, *, message: str | None = None, token
 
 
 async def notify(user_id: uuid.UUID | None, *, level: str, title: str, message: str, data: dict[str, Any]) -> None:
-    """A stored notification for the task's creator, and its live event."""
+    """Tell the task's creator: a stored notification sent by their channels
+    (``user:notification``), and the spec's toast event (``notification``)."""
     if user_id is None:
         return
-    async with session_scope() as session:
-        row = models.Notification(user_id=user_id, type=f"task_{level}", title=title, message=message,
-                                  data=data, category="task", priority="high" if level == "error" else "medium")
-        session.add(row)
-        await session.flush()
-        notification_id = str(row.id)
-    await emit("notification", [f"user:{user_id}"], {"id": notification_id, "level": level, "title": title,
+    try:
+        async with session_scope() as session:
+            delivered = await deliver(session, user_id=user_id, type_="completion" if level == "success" else "error",
+                                      title=title, message=message, data=data, category="task",
+                                      priority="high" if level == "error" else "medium")
+    except Exception:  # the run is finished either way; a lost notice must not fail it
+        log.exception("could not notify %s", user_id)
+        return
+    await emit("notification", [f"user:{user_id}"], {"id": str(delivered.row.id), "level": level, "title": title,
                                                      "message": message, "category": "task"},
                user_id=str(user_id))
