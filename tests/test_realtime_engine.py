@@ -86,3 +86,18 @@ async def test_server_messages_come_from_real_state_changes(client, base_url, us
         assert (await ws.expect("system:alert"))["payload"]["title"] == "Maintenance mode off"
     finally:
         await sess.__aexit__(None, None, None)
+
+
+async def test_a_repeated_alert_is_raised_once_per_window(stack):
+    """What the health check relies on when it is polled every few seconds during an outage."""
+    import uuid
+
+    from troupe.events.alerts import raise_alert
+
+    key = f"down:test-{uuid.uuid4().hex[:8]}"
+    first = await raise_alert(severity="critical", title="x is down", description="d", source="health",
+                              affected=["x"], actions=[], once_per=(key, 60))
+    again = await raise_alert(severity="critical", title="x is down", description="d", source="health",
+                              affected=["x"], actions=[], once_per=(key, 60))
+    assert first is not None and first["type"] == "system:alert" and first["streamId"]
+    assert again is None

@@ -5,6 +5,7 @@ should know). Callable from the API, actors and Ray tasks, like ``publish``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -25,15 +26,16 @@ async def raise_alert(*, severity: Severity, title: str, description: str, sourc
     suppresses repeats of the same condition, cluster-wide, for that long.
     Returns the event, or None if suppressed or undeliverable: an alert must never
     fail the operation that noticed the problem."""
+    payload = {"id": str(uuid.uuid4()), "severity": severity, "title": title, "description": description,
+               "source": source, "affectedServices": affected, "recommendedActions": actions,
+               "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
     try:
-        if once_per is not None:
-            key, seconds = once_per
-            if not await get_redis().set(rkey("alerts", "once", key), "1", nx=True, ex=seconds):
-                return None
-        payload = {"id": str(uuid.uuid4()), "severity": severity, "title": title, "description": description,
-                   "source": source, "affectedServices": affected, "recommendedActions": actions,
-                   "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
-        return await publish(list(rooms), "system:alert", payload)
+        async with asyncio.timeout(3):  # whoever noticed the problem must not hang on telling
+            if once_per is not None:
+                key, seconds = once_per
+                if not await get_redis().set(rkey("alerts", "once", key), "1", nx=True, ex=seconds):
+                    return None
+            return await publish(list(rooms), "system:alert", payload)
     except Exception:  # Redis itself may be what is down
         log.exception("could not raise system alert %r", title)
         return None

@@ -71,6 +71,7 @@ async def update_settings(*, session: AsyncSession, user: Principal,
     await audit(session, action="settings.update", message=f"System settings updated: {', '.join(changed)}",
                 user_id=user.id, changed=changed)
     after = await read_settings(session=session)
+    # Announced once the change is flushed (the request commits right after this returns).
     await _announce_maintenance(before.maintenance, after.maintenance)
     return after
 
