@@ -46,7 +46,20 @@ def _workflow() -> tuple[list[dict], list[dict]]:
     return nodes, edges
 
 
-async def _scenario(base_url: str, cluster, victim) -> dict:
+def _running_node_tasks() -> dict[str, int]:
+    """Ray node id -> node-task attempts running there now (Ray's state API).
+    Node tasks are named node:<task>:<node>:<iteration>:<attempt> (troupe/engine/driver.py)."""
+    from ray.util.state import list_tasks
+
+    counts: dict[str, int] = {}
+    for t in list_tasks(filters=[("state", "=", "RUNNING")], detail=True, limit=10_000,
+                        raise_on_missing_output=False):
+        if t.name.startswith("node:") and t.node_id:
+            counts[t.node_id] = counts.get(t.node_id, 0) + 1
+    return counts
+
+
+async def _scenario(base_url: str, cluster, workers) -> dict:
     import httpx
     from sqlalchemy import func, select
 
@@ -82,7 +95,16 @@ async def _scenario(base_url: str, cluster, victim) -> dict:
         if running >= 2:
             break
         await asyncio.sleep(0.1)
-    await asyncio.sleep(0.3)
+    # The victim is the worker node that Ray's own records show running node tasks
+    # (the scheduler may have packed them all on one worker).
+    victim = None
+    for _ in range(100):
+        running_on = await asyncio.to_thread(_running_node_tasks)
+        victim = next((w for w in workers if running_on.get(w.node_id)), None)
+        if victim is not None:
+            break
+        await asyncio.sleep(0.2)
+    assert victim is not None, "no node task seen running on a worker node"
     removed_at = time.monotonic()
     cluster.remove_node(victim)
 
@@ -111,8 +133,23 @@ async def _scenario(base_url: str, cluster, victim) -> dict:
         completed_counts.setdefault(str(task_id), {})[node_id] = count
     return {"statuses": {str(k): v for k, v in statuses.items()}, "completed": completed_counts,
             "expectedNodes": sorted(n["id"] for n in nodes), "attempts": attempts, "distinctPids": pids,
-            "outputs": {str(k): v for k, v in outputs.items()},
+            "outputs": {str(k): v for k, v in outputs.items()}, "victim": victim.node_id,
             "secondsAfterRemoval": round(time.monotonic() - removed_at, 2)}
+
+
+def _attempts(victim_node_id: str) -> dict:
+    """From Ray's own task records: node-task attempts that were on the removed node
+    and never finished there, and how many of those node executions then finished on
+    another node (as a retry: the name's last field is the driver's attempt)."""
+    from ray.util.state import list_tasks
+
+    tasks = [t for t in list_tasks(detail=True, limit=10_000, raise_on_missing_output=False)
+             if t.name.startswith("node:")]
+    died = {t.name for t in tasks if t.node_id == victim_node_id and t.state != "FINISHED"}
+    finished_elsewhere = {t.name.rsplit(":", 1)[0] for t in tasks
+                          if t.state == "FINISHED" and t.node_id and t.node_id != victim_node_id}
+    return {"attemptsDiedWithNode": len(died),
+            "diedThenFinishedElsewhere": sum(1 for name in died if name.rsplit(":", 1)[0] in finished_elsewhere)}
 
 
 def main() -> int:
@@ -130,15 +167,17 @@ def main() -> int:
     with devstack.scratch_backends(kind="cluster", run_id=RUN_ID, data_root=DATA) as env:
         try:
             # The head runs the API, the actors and the drivers; node tasks need "worker", found only on workers.
-            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+            # The dashboard serves Ray's state API: it shows which task attempts died with the node.
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": True})
             workers = [cluster.add_node(num_cpus=1, resources={"worker": 1}) for _ in range(2)]
             cluster.wait_for_nodes()
             address = cluster.address
             with devstack.serve_stack(env, ray_init=lambda: ray.init(
                     address=address, namespace="troupe", runtime_env={"env_vars": env},
                     log_to_driver=False)) as base_url:
-                report = asyncio.run(_scenario(base_url, cluster, workers[0]))
+                report = asyncio.run(_scenario(base_url, cluster, workers))
                 report["nodes"] = len([n for n in ray.nodes() if n.get("Alive")])
+                report.update(_attempts(report["victim"]))
         finally:
             if cluster is not None:
                 cluster.shutdown()

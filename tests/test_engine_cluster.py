@@ -29,4 +29,7 @@ def test_removing_a_worker_node_mid_run_loses_no_run():
         assert set(counts.values()) == {1}, (task_id, counts)
         assert report["outputs"][task_id] == {f"w{i}": 1.0 for i in range(4)}
     assert report["nodes"] == 2  # the head and the remaining worker
+    # Node tasks really were killed with the node, and Ray ran them again elsewhere.
+    assert report["attemptsDiedWithNode"] >= 1, report
+    assert report["diedThenFinishedElsewhere"] == report["attemptsDiedWithNode"], report
     assert result.returncode == 0, result.stderr[-4000:]
