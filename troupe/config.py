@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("troupe", validation_alias="TROUPE_REDIS_PREFIX")
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # Per company actor: its concurrent runs share these connections (2 + 4 cut a
+    # 50-run company's throughput by a third). Size with max_connections in mind:
+    # busy companies x (pool + overflow) on top of the API replicas' pools.
+    db_company_pool_size: int = 8
+    db_company_max_overflow: int = 4
 
     # Auth
     jwt_secret: str | None = None

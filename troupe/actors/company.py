@@ -50,7 +50,7 @@ def queue_order() -> list[Any]:
 @ray.remote
 class CompanyActor:
     def __init__(self, company_id: str) -> None:
-        set_pool("small")
+        set_pool("company")
         self.company_id = uuid.UUID(company_id)
         self.runs: dict[uuid.UUID, tuple[RunControl, asyncio.Task[str]]] = {}
         self.activated = False

@@ -20,10 +20,11 @@ _pool: str = "default"
 
 
 def set_pool(kind: str) -> None:
-    """``default`` (settings' pool), ``small`` (2 + 4 overflow) or ``none`` (connect per use).
-    Call before the first database access in the process."""
+    """``default`` (the API's pool), ``company`` (a company actor's pool, which all of that
+    company's concurrent runs share) or ``none`` (connect per use: agent actors and node
+    tasks, which are many). Call before the first database access in the process."""
     global _pool
-    if kind not in ("default", "small", "none"):
+    if kind not in ("default", "company", "none"):
         raise ValueError(f"unknown pool kind {kind!r}")
     _pool = kind
 
@@ -45,8 +46,9 @@ def get_engine() -> AsyncEngine:
             raise RuntimeError("DATABASE_URL is not set; start through troupe.infra.bootstrap")
         if _pool == "none":
             sizing: dict = {"poolclass": NullPool}
-        elif _pool == "small":
-            sizing = {"pool_size": 2, "max_overflow": 4, "pool_pre_ping": True}
+        elif _pool == "company":
+            sizing = {"pool_size": settings.db_company_pool_size, "max_overflow": settings.db_company_max_overflow,
+                      "pool_pre_ping": True}
         else:
             sizing = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
                       "pool_pre_ping": True}
