@@ -37,10 +37,8 @@ DEFAULT_MEMORY = 10
 def provider_for(name: str) -> Any:
     if name == "simulated":
         return SimulatedProvider()
-    try:
-        from troupe.providers.registry import get_provider
-    except ImportError:
-        return SimulatedProvider()
+    from troupe.providers.registry import get_provider  # the real SDK clients: imported only when used
+
     return get_provider(name)
 
 

@@ -351,10 +351,7 @@ def _run_tool(tool: dict[str, Any], configuration: dict[str, Any], tool_input: A
 
 
 def _webhook(config: dict[str, Any], idempotency_key: str | None, *, remember: bool = False) -> dict[str, Any]:
-    try:
-        from troupe.infra import outbound
-    except ImportError:
-        return failure("SYS_005", "outbound HTTP is not available in this deployment", retryable=False)
+    from troupe.infra import outbound
     url = config.get("url")
     if not url:
         return failure("BIZ_001", "webhook node has no url", retryable=False)
@@ -407,12 +404,8 @@ async def _send_http(outbound: Any, method: str, url: str, headers: dict[str, st
 
 
 async def _email(config: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+    from troupe.infra.mail import send_mail
     from troupe.infra.redis import close_redis, get_redis, rkey
-
-    try:
-        from troupe.infra.mail import send_mail
-    except ImportError:
-        return failure("SYS_005", "mail is not available in this deployment", retryable=False)
     to, subject, body = config.get("to"), config.get("subject", ""), config.get("body", "")
     if not to:
         return failure("BIZ_001", "email node has no recipient (to)", retryable=False)

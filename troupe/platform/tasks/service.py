@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from troupe.actors import handles
 from troupe.db import models
 from troupe.engine import graph as engine_graph
+from troupe.engine.validate import errors_of, validate_graph
 from troupe.errors import AppError, ErrorCode, invalid, not_found
 from troupe.platform.access import load_company, may, member_company_ids_subquery
 from troupe.platform.deps import Principal
@@ -197,10 +198,6 @@ async def check_runnable(session: AsyncSession, task: models.Task) -> None:
 
 def workflow_problems(workflow: models.Workflow) -> list[dict[str, Any]]:
     found = engine_graph.problems(list(workflow.nodes or []), list(workflow.edges or []), workflow.configuration)
-    try:
-        from troupe.engine.validate import errors_of, validate_graph
-    except ImportError:
-        return found
     for problem in errors_of(validate_graph(workflow.nodes, workflow.edges, workflow.configuration,
                                             workflow.schedule)):
         found.append({"path": problem.node_id or problem.edge_id or "", "message": problem.message,
