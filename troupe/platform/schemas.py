@@ -95,3 +95,15 @@ class PageParams(CamelModel):
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.limit
+
+
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A partial update of a JSON document: nested objects merge key by key; lists
+    and scalars replace."""
+    merged = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -35,9 +35,9 @@ from troupe.platform.agents.schemas import (
     ReviewRead,
     ReviewResult,
 )
-from troupe.platform.companies.schemas import deep_merge, effective_settings
+from troupe.platform.companies.schemas import effective_settings
 from troupe.platform.deps import Principal
-from troupe.platform.schemas import Pagination
+from troupe.platform.schemas import Pagination, deep_merge
 from troupe.platform.system.gates import ensure_feature
 from troupe.providers.catalog import DEFAULT_CONTEXT_WINDOW, context_window
 from troupe.timeutil import iso, utcnow

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from troupe.platform.agents.schemas import AgentConfiguration, AgentRead, AgentType
-from troupe.platform.schemas import CamelModel, PageParams, StrictInput
+from troupe.platform.schemas import CamelModel, PageParams, StrictInput, deep_merge
 from troupe.providers.catalog import ProviderName
 
 CompanyType = Literal["software", "research", "content", "consulting", "ecommerce", "finance", "healthcare",
@@ -103,16 +103,6 @@ class CompanySettings(CompanySettingsIn):
 
 def default_settings() -> dict[str, Any]:
     return CompanySettings().model_dump(mode="json", by_alias=True)
-
-
-def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def effective_settings(stored: dict[str, Any] | None) -> dict[str, Any]:

@@ -51,12 +51,11 @@ from troupe.platform.companies.schemas import (
     ToolLinkRead,
     TrendPoint,
     WorkflowSummary,
-    deep_merge,
     default_settings,
     effective_settings,
 )
 from troupe.platform.deps import Principal
-from troupe.platform.schemas import Pagination
+from troupe.platform.schemas import Pagination, deep_merge
 from troupe.platform.system.gates import ensure_company_settings, ensure_team_size
 from troupe.security import SecretBox
 from troupe.timeutil import iso, utcnow

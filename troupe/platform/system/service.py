@@ -7,8 +7,6 @@ the environment."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +17,7 @@ from troupe.errors import invalid
 from troupe.events.alerts import raise_alert
 from troupe.platform.auth.audit import audit
 from troupe.platform.deps import Principal
+from troupe.platform.schemas import deep_merge
 from troupe.platform.system import schemas
 
 SECTIONS = runtime_settings.SECTIONS
@@ -26,17 +25,6 @@ SECTIONS = runtime_settings.SECTIONS
 
 async def read_settings(*, session: AsyncSession) -> schemas.SystemSettings:
     return await runtime_settings.load(session)
-
-
-def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """Nested objects merge key by key; lists and scalars replace."""
-    merged = dict(current)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 async def update_settings(*, session: AsyncSession, user: Principal,
@@ -53,7 +41,7 @@ async def update_settings(*, session: AsyncSession, user: Principal,
         if section_patch is None:
             raise invalid(f"{section} cannot be null", field=section)
         row = rows.get(section)
-        merged = _merge(row.value if row else {}, section_patch)
+        merged = deep_merge(row.value if row else {}, section_patch)
         try:
             value = SECTIONS[section].model_validate(merged).model_dump(mode="json", by_alias=False,
                                                                         exclude_unset=True)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from troupe.platform.schemas import CamelModel, StrictInput
+from troupe.platform.schemas import CamelModel, StrictInput, deep_merge
 
 Role = Literal["admin", "user", "viewer"]
 Status = Literal["active", "inactive", "suspended"]
@@ -24,16 +24,6 @@ DEFAULT_PREFERENCES: dict[str, Any] = {
     "dashboard": {"defaultView": "overview", "chartsEnabled": True, "refreshInterval": 30, "compactMode": False},
 }
 DEFAULT_PROFILE: dict[str, Any] = {"timezone": "UTC", "language": "en"}
-
-
-def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def full_profile(profile: dict[str, Any] | None, preferences: dict[str, Any] | None) -> dict[str, Any]:

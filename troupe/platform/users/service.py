@@ -20,7 +20,7 @@ from troupe.platform.auth import sessions
 from troupe.platform.auth.audit import audit
 from troupe.platform.auth.passwords import check_strength, normalize_email
 from troupe.platform.deps import Principal
-from troupe.platform.schemas import PageParams
+from troupe.platform.schemas import PageParams, deep_merge
 from troupe.platform.system.gates import ensure_feature, ensure_team_size
 from troupe.platform.users.schemas import (
     ActivityEntry,
@@ -167,8 +167,6 @@ async def update_user(*, session: AsyncSession, caller: Principal, user_id: uuid
                 profile[key] = value
         user.profile = {k: v for k, v in profile.items() if k in _PROFILE_KEYS}
         if preferences:
-            from troupe.platform.users.schemas import deep_merge
-
             user.preferences = deep_merge(user.preferences or {}, _drop_nulls(preferences))
     user.updated_at = utcnow()
     await session.flush()
