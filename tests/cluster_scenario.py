@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".troupe" / "test"
 RUNS = 4
 FAN_OUT = 4
-NODE_SECONDS = 1.0
+NODE_SECONDS = 2.0  # the longest delay run as a node task (PARK_AFTER_SECONDS): still running when the state API, ~1 s behind, reports it
 
 RUN_ID = devstack.configure(kind="cluster", data_root=DATA)
 os.environ["TROUPE_NODE_TASK_RESOURCES"] = json.dumps({"worker": 0.01})
