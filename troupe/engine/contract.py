@@ -1,0 +1,89 @@
+"""The run contract: the one definition of what a workflow graph is made of and of
+what passes between the driver, a node task and an AgentActor.
+
+- Node, edge, strategy and error-handling types: the only definition; the HTTP
+  schemas, the validator and the driver import them from here.
+- ``NodeSpec``: what the driver hands one node task (one Ray task per attempt).
+- ``NodeResult``: what a node task (or an AgentActor) hands back. A node never
+  raises for an application failure; it returns ``NodeResult.fail(...)`` so the
+  driver applies the workflow's retry policy by error code.
+
+This module is imported by every node worker and by agent actors, whose memory
+is budgeted: it must stay standard-library only (no pydantic, no SQLAlchemy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+NodeType = Literal["input", "agent", "tool", "output", "condition", "loop", "delay", "webhook", "email"]
+EdgeType = Literal["default", "conditional", "success", "error"]
+Strategy = Literal["sequential", "parallel", "conditional", "hybrid"]
+ErrorHandling = Literal["stop", "continue", "retry", "fallback"]
+Operator = Literal["equals", "not_equals", "contains", "greater_than", "less_than", "exists"]
+Logic = Literal["and", "or"]
+
+NODE_TYPES: frozenset[str] = frozenset(get_args(NodeType))
+EDGE_TYPES: frozenset[str] = frozenset(get_args(EdgeType))
+STRATEGIES: frozenset[str] = frozenset(get_args(Strategy))
+ERROR_HANDLING: frozenset[str] = frozenset(get_args(ErrorHandling))
+OPERATORS: frozenset[str] = frozenset(get_args(Operator))
+LOGICS: frozenset[str] = frozenset(get_args(Logic))
+# Nodes whose effect leaves the system: they carry an idempotency key per run, node and iteration.
+SIDE_EFFECT_TYPES: frozenset[str] = frozenset({"webhook", "email", "tool"})
+# Nodes the driver evaluates itself (bookkeeping, no work of their own), still recorded like any node.
+DRIVER_TYPES: frozenset[str] = frozenset({"loop"})
+MAX_LOOP_ITERATIONS = 10_000
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    """A tool as a node task needs it: sealed values stay sealed until the outbound call."""
+
+    id: str
+    type: str
+    configuration: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class NodeSpec:
+    """One attempt of one node, as the driver submits it."""
+
+    type: str
+    node_id: str
+    task_id: str
+    config: dict[str, Any]
+    # What the node may read besides its rendered config: ``input`` (the run's input),
+    # ``prev`` (the activating node's output) and, for condition nodes, the full template context.
+    context: dict[str, Any]
+    company_id: str | None = None
+    iteration: int = 0
+    attempt: int = 0
+    timeout: float = 300.0
+    agent_id: str | None = None
+    conditions: list[dict[str, Any]] | None = None
+    idempotency_key: str | None = None
+    tool: ToolSpec | None = None
+
+
+@dataclass(slots=True)
+class NodeResult:
+    ok: bool
+    output: Any = None
+    code: str | None = None
+    message: str | None = None
+    retryable: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def success(cls, output: Any, **meta: Any) -> NodeResult:
+        return cls(True, output, meta=meta)
+
+    @classmethod
+    def fail(cls, code: str, message: str, *, retryable: bool = True, **meta: Any) -> NodeResult:
+        return cls(False, code=code, message=message, retryable=retryable, meta=meta)
+
+    def as_error(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
