@@ -54,9 +54,20 @@ class Settings(BaseSettings):
     # Storage backends: unset means the embedded servers under data_dir.
     database_url: str | None = None
     redis_url: str | None = None
-    # Per process; callers beyond it wait (up to 20 s) for a free connection
-    # instead of failing, so a burst of sockets cannot exhaust Redis.
+    # Per process; callers beyond it wait (up to redis_pool_timeout) for a free
+    # connection instead of failing, so a burst of sockets cannot exhaust Redis.
     redis_max_connections: int = 200
+    # Outages must fail fast (issue 9 part 5): an API request answers 503 within 2 s,
+    # so no single Redis or Postgres wait may take longer than about a second.
+    # Redis is in-memory and answers in well under a millisecond: 1 s without a
+    # reply means it is down or hung (a paused server still accepts TCP connections).
+    redis_connect_timeout: Duration = timedelta(seconds=1)
+    redis_socket_timeout: Duration = timedelta(seconds=1)
+    redis_pool_timeout: Duration = timedelta(seconds=1)
+    # Budget of the Redis calls every request makes before its route (the rate
+    # limiter, the settings-version check): each has a safe answer without Redis,
+    # so they must not spend the request's 2 s on a hung server.
+    redis_fast_timeout: Duration = timedelta(milliseconds=300)
     # Prefix of every Redis key and channel, so deployments (and test runs) can share a server.
     redis_prefix: str = Field("troupe", validation_alias="TROUPE_REDIS_PREFIX")
     db_pool_size: int = 10
@@ -66,6 +77,20 @@ class Settings(BaseSettings):
     # busy companies x (pool + overflow) on top of the API replicas' pools.
     db_company_pool_size: int = 8
     db_company_max_overflow: int = 4
+    # A refused or unreachable server is an answer within this (libpq connect_timeout, whole seconds).
+    db_connect_timeout: Duration = timedelta(seconds=2)
+    # An API request waits at most this long for a pooled connection, then answers 503.
+    db_pool_timeout: Duration = timedelta(seconds=2)
+    # Company actors' runs queue for connections by design (backpressure), so they wait longer.
+    db_company_pool_timeout: Duration = timedelta(seconds=10)
+    # TCP keepalives and tcp_user_timeout: a connection to a host that vanished from the
+    # network (no RST) is declared dead in about this long instead of the kernel's ~2 h.
+    db_tcp_timeout: Duration = timedelta(seconds=10)
+    # Health probes (Postgres, Redis, Ray) run concurrently, each bounded by this.
+    health_probe_timeout: Duration = Field(timedelta(milliseconds=1500),
+                                           validation_alias="TROUPE_HEALTH_PROBE_TIMEOUT")
+    # Retry-After (seconds) on a 503 answered because Postgres or Redis is down.
+    outage_retry_after: int = Field(5, validation_alias="TROUPE_OUTAGE_RETRY_AFTER")
 
     # Auth
     jwt_secret: str | None = None

@@ -9,6 +9,7 @@ change drops its copy at once, so its next request already sees it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -99,9 +100,12 @@ async def current() -> schemas.SystemSettings:
     if cached is not None and now - cached.checked < CHECK_SECONDS:
         return cached.value
     try:
-        version = await get_redis().get(version_key())
-    except Exception:  # noqa: BLE001 - Redis down: keep serving the last known settings
-        log.warning("settings version unavailable", exc_info=True)
+        # Only a freshness check with a safe fallback, on every request's path: a hung
+        # Redis must not cost more than the short budget.
+        async with asyncio.timeout(get_settings().redis_fast_timeout.total_seconds()):
+            version = await get_redis().get(version_key())
+    except Exception as exc:  # noqa: BLE001 - Redis down: keep serving the last known settings
+        log.warning("settings version unavailable (%s); using the last known settings", type(exc).__name__)
         if cached is not None:
             cached.checked = now
             return cached.value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -9,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from troupe.config import get_settings
+from troupe.config import Settings, get_settings
 
 _engine: AsyncEngine | None = None
 _sessionmaker: async_sessionmaker[AsyncSession] | None = None
@@ -38,6 +39,22 @@ def sqlalchemy_url(url: str) -> str:
     return urlunsplit(("postgresql+psycopg",) + tuple(parts[1:]))
 
 
+def connect_timeouts(settings: Settings) -> dict[str, int]:
+    """libpq parameters that turn a dead or unreachable server into an error within
+    seconds: connect_timeout for the connection itself, keepalives and tcp_user_timeout
+    for an established connection whose peer vanished without a reset."""
+    tcp_seconds = max(3, int(settings.db_tcp_timeout.total_seconds()))
+    return {
+        # libpq takes whole seconds and treats 1 as 2; at least 2 keeps that explicit.
+        "connect_timeout": max(2, math.ceil(settings.db_connect_timeout.total_seconds())),
+        "keepalives": 1,
+        "keepalives_idle": max(1, tcp_seconds // 2),
+        "keepalives_interval": max(1, tcp_seconds // 6),
+        "keepalives_count": 3,
+        "tcp_user_timeout": tcp_seconds * 1000,
+    }
+
+
 def get_engine() -> AsyncEngine:
     global _engine, _sessionmaker
     if _engine is None:
@@ -48,14 +65,14 @@ def get_engine() -> AsyncEngine:
             sizing: dict = {"poolclass": NullPool}
         elif _pool == "company":
             sizing = {"pool_size": settings.db_company_pool_size, "max_overflow": settings.db_company_max_overflow,
-                      "pool_pre_ping": True}
+                      "pool_timeout": settings.db_company_pool_timeout.total_seconds(), "pool_pre_ping": True}
         else:
             sizing = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
-                      "pool_pre_ping": True}
+                      "pool_timeout": settings.db_pool_timeout.total_seconds(), "pool_pre_ping": True}
         _engine = create_async_engine(
             sqlalchemy_url(settings.database_url),
             # Timestamps are naive UTC throughout, as in the spec's TIMESTAMP columns.
-            connect_args={"options": "-c timezone=UTC"},
+            connect_args={"options": "-c timezone=UTC", **connect_timeouts(settings)},
             **sizing,
         )
         _sessionmaker = async_sessionmaker(_engine, expire_on_commit=False)

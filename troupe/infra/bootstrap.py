@@ -17,9 +17,9 @@ log = logging.getLogger(__name__)
 FORWARDED_PREFIXES = ("TROUPE_", "JWT_", "SMTP_", "EMAIL_", "RATE_LIMIT_", "WS_", "OPENAI_", "ANTHROPIC_",
                       "GOOGLE_AI_", "LOCAL_LLM_", "STORAGE_", "AWS_", "CORS_", "CSRF_", "HELMET_",
                       "MARKETPLACE_", "COLLABORATION_", "ANALYTICS_", "AUDIT_LOG_", "LOG_LEVEL",
-                      "METRICS_ENABLED", "DATABASE_URL", "REDIS_URL", "NODE_ENV", "API_BASE_URL",
+                      "METRICS_ENABLED", "DATABASE_URL", "NODE_ENV", "API_BASE_URL",
                       "FRONTEND_URL", "CACHE_", "REFRESH_TOKEN_", "LOGIN_", "BCRYPT_", "RESET_TOKEN_",
-                      "VERIFY_TOKEN_", "INVITATION_")
+                      "VERIFY_TOKEN_", "INVITATION_", "DB_", "REDIS_")
 
 
 def prepare(*, migrate: bool = True) -> dict[str, str]:

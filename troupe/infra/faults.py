@@ -15,13 +15,22 @@ def outage_of(exc: BaseException) -> Dependency | None:
     """``postgres`` or ``redis`` if ``exc`` (or what it wraps) says that service is
     unreachable, timed out or dropped the connection; ``None`` otherwise."""
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        found = _classify(current)
-        if found is not None:
-            return found
-        current = current.__cause__ or current.__context__
+    pending: list[BaseException] = [exc]
+    while pending:
+        current: BaseException | None = pending.pop()
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            found = _classify(current)
+            if found is not None:
+                return found
+            # Task groups (anyio, asyncio) raise a group; any member may be the outage.
+            if isinstance(current, BaseExceptionGroup):
+                pending.extend(current.exceptions)
+            # A Ray actor's failure arrives as RayTaskError carrying the actor's exception as .cause.
+            cause = getattr(current, "cause", None)
+            if isinstance(cause, BaseException) and (type(current).__module__ or "").startswith("ray"):
+                pending.append(cause)
+            current = current.__cause__ or current.__context__
     return None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from troupe.config import get_settings
 
@@ -17,12 +19,23 @@ def get_redis() -> aioredis.Redis:
     loop_id = id(asyncio.get_running_loop())
     client = _clients.get(loop_id)
     if client is None:
-        url = get_settings().redis_url
-        if not url:
+        settings = get_settings()
+        if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set; start through troupe.infra.bootstrap")
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, decode_responses=True, health_check_interval=30,
-            max_connections=get_settings().redis_max_connections, timeout=20)
+            settings.redis_url, decode_responses=True, health_check_interval=30,
+            max_connections=settings.redis_max_connections,
+            # Short timeouts so an outage is an error within about a second, never a hang
+            # (a SIGSTOPped server still accepts TCP connections, so only a read timeout sees it).
+            # Pub/sub is unaffected: the hub polls get_message(timeout=...) and redis-py's
+            # blocking pub/sub reads opt out of socket_timeout.
+            timeout=settings.redis_pool_timeout.total_seconds(),
+            socket_connect_timeout=settings.redis_connect_timeout.total_seconds(),
+            socket_timeout=settings.redis_socket_timeout.total_seconds(),
+            socket_keepalive=True,
+            # No silent retries: each would add another socket_timeout to the caller's wait.
+            # Callers that should wait an outage out (the run driver) retry with their own backoff.
+            retry=Retry(NoBackoff(), 0))
         client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() releases it
         _clients[loop_id] = client
     return client

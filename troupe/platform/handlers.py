@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from troupe.config import get_settings
 from troupe.errors import AppError, ErrorCode
+from troupe.infra.faults import Dependency, outage_of
 from troupe.platform.context import current_request
 from troupe.platform.schemas import build_meta
 
@@ -87,10 +91,43 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _db(_: Request, exc: DBAPIError) -> JSONResponse:
+        if (dependency := outage_of(exc)) is not None:
+            return outage_response(dependency, exc)
         log.error("database error request_id=%s", current_request().request_id, exc_info=exc)
         return error_response(500, ErrorCode.DATABASE_ERROR, "Database error")
 
+    # Registered by class (not only through the catch-all below) so that Starlette's
+    # ExceptionMiddleware answers them inside the middleware stack, with the request's headers.
+    for backend_error in (SQLAlchemyError, RedisError, psycopg.Error):
+        app.add_exception_handler(backend_error, _backend_error)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if (dependency := outage_of(exc)) is not None:
+            return outage_response(dependency, exc)
         log.error("unhandled error request_id=%s", current_request().request_id, exc_info=exc)
         return error_response(500, ErrorCode.INTERNAL_ERROR, "Internal server error")
+
+
+async def _backend_error(_: Request, exc: Exception) -> JSONResponse:
+    if (dependency := outage_of(exc)) is not None:
+        return outage_response(dependency, exc)
+    log.error("backend error request_id=%s", current_request().request_id, exc_info=exc)
+    if isinstance(exc, SQLAlchemyError | psycopg.Error):
+        return error_response(500, ErrorCode.DATABASE_ERROR, "Database error")
+    return error_response(500, ErrorCode.INTERNAL_ERROR, "Internal server error")
+
+
+def outage_response(dependency: Dependency, exc: BaseException | None = None) -> JSONResponse:
+    """503 for a request that met a dead backing service: SYS_002 for Postgres, SYS_005
+    for Redis (the spec's codes), with Retry-After. A warning, not a stack trace per
+    request: during an outage every request lands here, and health reports the cause."""
+    log.warning("%s unavailable request_id=%s: %s: %s", dependency, current_request().request_id,
+                type(exc).__name__ if exc else "-", exc)
+    headers = {"Retry-After": str(get_settings().outage_retry_after)}
+    if dependency == "postgres":
+        return error_response(503, ErrorCode.DATABASE_ERROR, "The database is unavailable; try again shortly",
+                              details={"service": dependency}, headers=headers)
+    return error_response(503, ErrorCode.SERVICE_UNAVAILABLE,
+                          "A backing service is unavailable; try again shortly",
+                          details={"service": dependency}, headers=headers)

@@ -8,12 +8,14 @@ inside RequestContextMiddleware, which already resolved the client IP
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from troupe import runtime_settings
+from troupe.config import get_settings
 from troupe.errors import ErrorCode
 from troupe.infra.ratelimit import hit
 from troupe.platform.context import current_request
@@ -42,12 +44,17 @@ class ApiRateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            rates = (await runtime_settings.current()).rate_limits
-            limit = rates.max_requests
-            decision = await hit(api_key(current_request().client_ip), limit=limit,
-                                 window_seconds=rates.window_ms / 1000)
-        except Exception:  # noqa: BLE001 - Redis/settings down: serve (health reports it) rather than refuse everything
-            log.warning("rate limiter unavailable; request admitted", exc_info=True)
+            # One budget for the whole check: a hung Redis costs a request at most this.
+            async with asyncio.timeout(get_settings().redis_fast_timeout.total_seconds()):
+                rates = (await runtime_settings.current()).rate_limits
+                limit = rates.max_requests
+                decision = await hit(api_key(current_request().client_ip), limit=limit,
+                                     window_seconds=rates.window_ms / 1000)
+        except Exception as exc:  # noqa: BLE001
+            # Fail open: a request that needs Redis or Postgres answers 503 on its own a moment
+            # later, and one that does not is served; refusing everything would turn a limiter
+            # outage into a full outage. (The login limiter fails closed: auth/service.py.)
+            log.warning("rate limiter unavailable (%s); request admitted", type(exc).__name__)
             await self.app(scope, receive, send)
             return
         if not decision.allowed:

@@ -18,3 +18,5 @@ class HealthReport(CamelModel):
     uptime_seconds: float
     # Status and latency for everyone; details and errors only with system:read.
     checks: dict[str, DependencyHealth]
+    # The dependencies found down (empty when healthy): what an operator reads first.
+    down: list[str] = []

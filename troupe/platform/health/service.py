@@ -1,4 +1,7 @@
-"""Real checks of every dependency, each with its latency."""
+"""Real checks of every dependency, each with its latency.
+
+The probes run concurrently, each bounded by ``health_probe_timeout``, so the
+report arrives within that bound whatever is down or hung."""
 
 from __future__ import annotations
 
@@ -8,18 +11,20 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
 
+from troupe.config import get_settings
 from troupe.db.session import sessionmaker
 from troupe.events.alerts import raise_alert
 from troupe.infra.redis import get_redis
 from troupe.platform.health.schemas import DependencyHealth
 
-_CHECK_TIMEOUT = 3.0
+# Alerts in flight: referenced so they are not garbage-collected before they finish.
+_alerts: set[asyncio.Task] = set()
 
 
 async def _timed(check: Callable[[], Awaitable[dict | None]]) -> DependencyHealth:
     started = time.perf_counter()
     try:
-        details = await asyncio.wait_for(check(), _CHECK_TIMEOUT)
+        details = await asyncio.wait_for(check(), get_settings().health_probe_timeout.total_seconds())
         return DependencyHealth(status="up", latency_ms=round((time.perf_counter() - started) * 1000, 3),
                                 details=details)
     except Exception as exc:  # a failed check is a result, not an error
@@ -59,10 +64,18 @@ async def check_all() -> dict[str, DependencyHealth]:
     checks = dict(zip(names, results, strict=True))
     for name, check in checks.items():
         if check.status == "down":
-            # Once per dependency per 5 minutes, however often health is polled.
-            await raise_alert(severity="critical", title=f"{name} is down",
-                              description=f"The health check of {name} failed ({check.error}).",
-                              source="health", affected=[name],
-                              actions=[f"Check the {name} server and the network to it"],
-                              once_per=(f"down:{name}", 300))
+            # In the background: alerts travel through Redis, which may be what is down,
+            # and the report must not wait on telling anyone.
+            task = asyncio.create_task(_alert_down(name, check.error))
+            _alerts.add(task)
+            task.add_done_callback(_alerts.discard)
     return checks
+
+
+async def _alert_down(name: str, error: str | None) -> None:
+    # Once per dependency per 5 minutes, however often health is polled.
+    await raise_alert(severity="critical", title=f"{name} is down",
+                      description=f"The health check of {name} failed ({error}).",
+                      source="health", affected=[name],
+                      actions=[f"Check the {name} server and the network to it"],
+                      once_per=(f"down:{name}", 300))
