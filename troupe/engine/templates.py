@@ -29,9 +29,10 @@ import json
 import re
 from typing import Any
 
+from troupe.engine.contract import OPERATORS
+
 _REF = re.compile(r"\{\{\s*([A-Za-z_][\w\-]*(?:\.[\w\-]+)*)\s*\}\}")
 _MISSING = object()
-OPERATORS = frozenset({"equals", "not_equals", "contains", "greater_than", "less_than", "exists"})
 
 
 def lookup(path: str, context: dict[str, Any]) -> Any:

@@ -21,10 +21,12 @@ Node ``data`` keys per node type (the engine executes against the same keys):
   (and|or) joins a condition to the previous one. Outgoing edges of type
   ``conditional`` carry ``condition: "true"`` or ``"false"`` (the branch taken).
 - ``loop``: ``configuration.maxIterations`` (integer 1..10000, required: the bound),
-  and optionally ``configuration.items`` (template naming a list: one iteration per
+  and either ``configuration.items`` (template naming a list: one iteration per
   item, at most maxIterations) or ``configuration.while`` (conditions, same shape as a
-  condition node's, re-evaluated before each iteration). The loop body is the set of
-  nodes on cycles back to the loop node; its other outgoing edges leave the loop.
+  condition node's, re-evaluated before each iteration). The loop body is
+  ``configuration.body`` (a list of node ids) if given, else the nodes on cycles back
+  to the loop node (``troupe.engine.graph.loop_body``); it must not be empty nor
+  hold a loop. The loop's other outgoing edges leave the loop.
 - ``delay``: ``configuration.seconds`` (number, 0 < seconds <= limits.max_delay_seconds).
 - ``webhook``: ``configuration.url`` (http/https URL, or a template such as
   ``"{{vars.hookUrl}}"``), ``method`` (GET|POST|PUT|PATCH|DELETE, default POST), ``headers`` (object of strings), ``body`` (template or JSON).
@@ -34,7 +36,10 @@ Node ``data`` keys per node type (the engine executes against the same keys):
 Edges: ``type`` is default|conditional|success|error (missing = default). A
 ``conditional`` edge needs ``condition``: from a condition node "true"/"false",
 from any other node a dot path into the source's output whose truthiness gates the edge.
-Cycles are allowed only through a ``loop`` node.
+Cycles are allowed only through a ``loop`` node, and only inside its body.
+
+This is the one graph validator: ``/validate``, activation and execute call it,
+and a graph it reports no ``error`` for is one the driver can run.
 """
 
 from __future__ import annotations
@@ -47,12 +52,17 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-NODE_TYPES = frozenset({"input", "agent", "tool", "output", "condition", "loop", "delay", "webhook", "email"})
-EDGE_TYPES = frozenset({"default", "conditional", "success", "error"})
-OPERATORS = frozenset({"equals", "not_equals", "contains", "greater_than", "less_than", "exists"})
-LOGICS = frozenset({"and", "or"})
-STRATEGIES = frozenset({"sequential", "parallel", "conditional", "hybrid"})
-ERROR_HANDLING = frozenset({"stop", "continue", "retry", "fallback"})
+from troupe.engine import graph
+from troupe.engine.contract import (
+    EDGE_TYPES,
+    ERROR_HANDLING,
+    LOGICS,
+    MAX_LOOP_ITERATIONS,
+    NODE_TYPES,
+    OPERATORS,
+    STRATEGIES,
+)
+
 WEBHOOK_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
 Severity = Literal["error", "warning"]
@@ -69,7 +79,7 @@ class Limits:
     max_nodes: int = 500
     max_edges: int = 2000
     max_document_bytes: int = 1_048_576
-    max_loop_iterations: int = 10_000
+    max_loop_iterations: int = MAX_LOOP_ITERATIONS
     max_delay_seconds: float = 30 * 86400
 
 
@@ -138,6 +148,7 @@ def validate_graph(nodes: Any, edges: Any, configuration: Any = None, schedule: 
                     f"{limits.max_document_bytes} allowed", "resource_limit"))
 
     types: dict[str, str] = {}
+    loops: dict[str, dict] = {}
     for index, node in enumerate(nodes):
         if not isinstance(node, dict) or not isinstance(node.get("id"), str) or not node["id"]:
             add(Problem("invalid_node", f"node #{index} has no string id", "invalid_config"))
@@ -154,9 +165,12 @@ def validate_graph(nodes: Any, edges: Any, configuration: Any = None, schedule: 
                         node_id=nid))
             continue
         _check_node(node, nid, ntype, limits, add)
+        if ntype == "loop" and _loop_body_readable(node):
+            loops[nid] = node
 
     adjacency: dict[str, list[str]] = {nid: [] for nid in types}
     outgoing_edges: dict[str, list[dict]] = {nid: [] for nid in types}
+    linked: list[dict] = []  # the edges between known nodes
     seen_edges: set[str] = set()
     for index, edge in enumerate(edges):
         if not isinstance(edge, dict) or not isinstance(edge.get("id"), str) or not edge["id"]:
@@ -190,6 +204,7 @@ def validate_graph(nodes: Any, edges: Any, configuration: Any = None, schedule: 
         if not dangling:
             adjacency[source].append(target)
             outgoing_edges[source].append(edge)
+            linked.append(edge)
 
     inputs = [nid for nid, t in types.items() if t == "input"]
     if types and not inputs:
@@ -210,16 +225,18 @@ def validate_graph(nodes: Any, edges: Any, configuration: Any = None, schedule: 
     # strongly connected component with a cycle is a cycle that avoids them all.
     non_loop = {nid: [t for t in targets if types.get(t) != "loop"]
                 for nid, targets in adjacency.items() if types.get(nid) != "loop"}
+    cyclic = False
     for component in _strongly_connected(non_loop):
         first = component[0]
         if len(component) > 1 or first in non_loop.get(first, []):
+            cyclic = True
             add(Problem("cycle_without_loop", "cycle through " + " -> ".join(component) +
                         " does not pass through a loop node", "circular_dependency", node_id=first))
+    _check_loop_bodies(loops, types, linked, add)
+    if not cyclic:
+        _check_main_graph_acyclic(types, loops, adjacency, linked, add)
 
     for nid, ntype in types.items():
-        if ntype == "loop" and not _on_cycle(nid, adjacency):
-            add(Problem("loop_without_body", f"loop node {nid!r} is on no cycle: nothing repeats",
-                        "missing_connection", severity="warning", node_id=nid))
         if ntype not in ("output", "") and not outgoing_edges.get(nid):
             add(Problem("dead_end", f"node {nid!r} has no outgoing edge; its result is not used",
                         "missing_connection", severity="warning", node_id=nid))
@@ -289,6 +306,9 @@ def _check_node(node: dict, nid: str, ntype: str, limits: Limits, add) -> None:
                 not 1 <= bound <= limits.max_loop_iterations:
             bad("loop_without_bound", f"configuration.maxIterations must be an integer from 1 to "
                 f"{limits.max_loop_iterations}")
+        if "items" not in config and "while" not in config:
+            bad("loop_without_items_or_while", "a loop node needs configuration.items (a list) or "
+                "configuration.while (conditions)")
         if "items" in config and not isinstance(config["items"], str):
             bad("invalid_config", "configuration.items must be a template string naming a list")
         if "while" in config:
@@ -296,6 +316,8 @@ def _check_node(node: dict, nid: str, ntype: str, limits: Limits, add) -> None:
                 bad("invalid_config", "configuration.while must be a non-empty list of conditions")
             else:
                 _check_conditions(config["while"], "configuration.while", bad)
+        if "body" in config and not _is_id_list(config["body"]):
+            bad("invalid_config", "configuration.body must be a list of node ids")
     elif ntype == "delay":
         seconds = config.get("seconds")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or \
@@ -341,6 +363,51 @@ def _check_conditions(conditions: list, where: str, bad) -> None:
             bad("unknown_logic", f"{where}[{i}].logic {cond['logic']!r} is not 'and' or 'or'")
         if cond.get("operator") != "exists" and "value" not in cond:
             bad("invalid_condition", f"{where}[{i}].value is required for operator {cond.get('operator')!r}")
+
+
+# --------------------------------------------------------------------------- loops
+
+
+def _is_id_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+def _loop_body_readable(node: dict) -> bool:
+    """Whether ``graph.loop_body`` can read this loop (its own shape problems are reported by _check_node)."""
+    data = node.get("data")
+    config = data.get("configuration") if isinstance(data, dict) else None
+    return isinstance(data, dict) and (config is None or (
+        isinstance(config, dict) and ("body" not in config or _is_id_list(config["body"]))))
+
+
+def _check_loop_bodies(loops: dict[str, dict], types: dict[str, str], edges: list[dict], add) -> None:
+    """Each loop repeats a non-empty body of known, non-loop nodes (the driver runs bodies flat)."""
+    for lid, loop in loops.items():
+        body = graph.loop_body(loop, edges)
+        if not body:
+            add(Problem("loop_without_body", f"loop node {lid!r} has no body: no node lies on a cycle back to it "
+                        "(or list them in configuration.body)", "missing_connection", node_id=lid))
+        for nid in dict.fromkeys(body):
+            if nid not in types:
+                add(Problem("invalid_loop_body", f"loop node {lid!r}: configuration.body names unknown node "
+                            f"{nid!r}", "invalid_config", node_id=lid))
+            elif types[nid] == "loop":
+                add(Problem("nested_loop", f"loop node {lid!r}: its body holds loop node {nid!r}; loops cannot "
+                            "be nested or contain themselves", "invalid_config", node_id=lid))
+
+
+def _check_main_graph_acyclic(types: dict[str, str], loops: dict[str, dict], adjacency: dict[str, list[str]],
+                              edges: list[dict], add) -> None:
+    """Outside loop bodies the graph must be acyclic: a cycle through a loop node whose nodes
+    are not all in its ``configuration.body`` would never be scheduled."""
+    owned = graph.body_nodes(list(loops.values()), edges)
+    main = {nid: [t for t in adjacency[nid] if t not in owned] for nid in types if nid not in owned}
+    for component in _strongly_connected(main):
+        first = component[0]
+        if len(component) > 1 or first in main[first]:
+            add(Problem("cycle_outside_loop_body", "cycle through " + " -> ".join(component) + " lies outside "
+                        "every loop body: list its nodes in the loop's configuration.body", "circular_dependency",
+                        node_id=first))
 
 
 # --------------------------------------------------------------------------- configuration, schedule
@@ -390,10 +457,6 @@ def _reachable(starts: list[str], adjacency: dict[str, list[str]]) -> set[str]:
                 seen.add(nxt)
                 stack.append(nxt)
     return seen
-
-
-def _on_cycle(start: str, adjacency: dict[str, list[str]]) -> bool:
-    return start in _reachable(adjacency.get(start, []), adjacency) if adjacency.get(start) else False
 
 
 def _strongly_connected(adjacency: dict[str, list[str]]) -> list[list[str]]:

@@ -1,4 +1,5 @@
-"""Shared pydantic models: the camelCase base and the spec's response envelope."""
+"""Shared pydantic models: the spec's response envelope, pagination and list parameters
+(the camelCase bases live in ``troupe.models_base`` and are re-exported here)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,14 @@ import math
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from troupe import __version__
+from troupe.models_base import CamelModel as CamelModel  # re-exported: the domains import it from here
+from troupe.models_base import StrictInput as StrictInput
 from troupe.platform.context import current_request
 
 T = TypeVar("T")
-
-
-class CamelModel(BaseModel):
-    """Python stays snake_case; the JSON is the spec's camelCase."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True,
-                              serialize_by_alias=True)
-
-
-class StrictInput(CamelModel):
-    """Request bodies: unknown fields are refused, so server-owned fields
-    (ownerId, rating, ...) cannot be mass-assigned."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              str_strip_whitespace=True)
 
 
 class ErrorBody(CamelModel):

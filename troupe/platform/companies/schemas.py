@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
+from troupe.engine.graph_models import Edges, NodeData, Nodes, WorkflowNode
+from troupe.engine.validate import Limits
 from troupe.platform.agents.schemas import AgentConfiguration, AgentRead, AgentType
 from troupe.platform.schemas import CamelModel, PageParams, StrictInput, deep_merge
 from troupe.providers.catalog import ProviderName
@@ -19,8 +21,6 @@ Industry = Literal["technology", "finance", "healthcare", "education", "retail",
                    "media", "other"]
 CompanyStatus = Literal["active", "idle", "error", "maintenance", "paused"]
 MemberRole = Literal["member", "viewer"]
-NodeType = Literal["input", "agent", "tool", "output", "condition", "loop", "delay", "webhook", "email"]
-EdgeType = Literal["default", "conditional", "success", "error"]
 TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled", "paused"]
 LogLevel = Literal["debug", "info", "warn", "error"]
 
@@ -113,58 +113,9 @@ def effective_settings(stored: dict[str, Any] | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- workflow drafts
 
 
-class Position(StrictInput):
-    x: float = Field(ge=-1e6, le=1e6)
-    y: float = Field(ge=-1e6, le=1e6)
-
-
-class Condition(StrictInput):
-    field: str = Field(min_length=1, max_length=200)
-    operator: Literal["equals", "not_equals", "contains", "greater_than", "less_than", "exists"]
-    value: Any = None
-    logic: Literal["and", "or"] | None = None
-
-
-class NodeData(StrictInput):
-    label: str = Field(min_length=1, max_length=200)
-    agent_id: str | None = Field(None, max_length=100)
-    tool_id: str | None = Field(None, max_length=100)
-    configuration: dict[str, Any] | None = None
-    conditions: list[Condition] | None = Field(None, max_length=50)
-
-
-class NodeStyle(StrictInput):
-    background_color: str | None = Field(None, max_length=50)
-    border_color: str | None = Field(None, max_length=50)
-    color: str | None = Field(None, max_length=50)
-
-
-class WorkflowNode(StrictInput):
-    id: str = Field(min_length=1, max_length=100)
-    type: NodeType
-    position: Position
-    data: NodeData
-    style: NodeStyle | None = None
-
-
-class EdgeStyle(StrictInput):
-    stroke: str | None = Field(None, max_length=50)
-    stroke_width: float | None = Field(None, ge=0, le=100)
-
-
-class WorkflowEdge(StrictInput):
-    id: str = Field(min_length=1, max_length=100)
-    source: str = Field(min_length=1, max_length=100)
-    target: str = Field(min_length=1, max_length=100)
-    type: EdgeType | None = None
-    condition: str | None = Field(None, max_length=2000)
-    animated: bool | None = None
-    style: EdgeStyle | None = None
-
-
 class WorkflowDraft(StrictInput):
-    nodes: list[WorkflowNode] = Field(default_factory=list, max_length=500)
-    edges: list[WorkflowEdge] = Field(default_factory=list, max_length=2000)
+    nodes: Nodes = Field(default_factory=list)
+    edges: Edges = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- company bodies
@@ -249,13 +200,24 @@ class ExportToolLink(StrictInput):
     version: str | None = Field(None, max_length=20)
 
 
+class DocumentNodeData(NodeData):
+    """In a company document ``agentId`` may name one of the document's own agents
+    (``ExportAgent.id``, any reference), remapped to the new agent on import."""
+
+    agent_id: str | None = Field(None, max_length=100)  # type: ignore[assignment]
+
+
+class DocumentNode(WorkflowNode):
+    data: DocumentNodeData
+
+
 class ExportWorkflow(StrictInput):
     id: str | None = Field(None, max_length=100)
     name: str = Field(min_length=1, max_length=255)
     description: str | None = Field(None, max_length=5000)
     version: str = Field("1.0.0", max_length=20)
-    nodes: list[WorkflowNode] = Field(default_factory=list, max_length=500)
-    edges: list[WorkflowEdge] = Field(default_factory=list, max_length=2000)
+    nodes: Annotated[list[DocumentNode], Field(max_length=Limits.max_nodes)] = Field(default_factory=list)
+    edges: Edges = Field(default_factory=list)
     configuration: dict[str, Any] = Field(default_factory=dict)
     triggers: list[dict[str, Any]] = Field(default_factory=list, max_length=50)
     schedule: dict[str, Any] | None = None

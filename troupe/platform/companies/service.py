@@ -685,11 +685,7 @@ async def import_company(*, session: AsyncSession, user: Principal, company_id: 
                     problems.append({"field": f"data.workflows.{wi}.nodes.{node.id}.data.agentId",
                                      "message": "unknown agent reference"})
             if node.data.tool_id:
-                try:
-                    referenced_tools.add(uuid.UUID(node.data.tool_id))
-                except ValueError:
-                    problems.append({"field": f"data.workflows.{wi}.nodes.{node.id}.data.toolId",
-                                     "message": "unknown tool reference"})
+                referenced_tools.add(node.data.tool_id)
     usable_tools = set((await session.execute(select(models.Tool.id).where(
         models.Tool.id.in_(referenced_tools), agents_service.visible_tools(user))))
         .scalars()) if referenced_tools else set()

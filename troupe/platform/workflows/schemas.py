@@ -13,20 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from troupe.engine.contract import ErrorHandling, Strategy
+from troupe.engine.graph_models import Edges, Ident, Nodes, WorkflowEdge, WorkflowNode
 from troupe.platform.schemas import CamelModel, StrictInput
 
-NodeType = Literal["input", "agent", "tool", "output", "condition", "loop", "delay", "webhook", "email"]
-EdgeType = Literal["default", "conditional", "success", "error"]
 WorkflowStatus = Literal["draft", "active", "paused", "error", "archived"]
-Operator = Literal["equals", "not_equals", "contains", "greater_than", "less_than", "exists"]
 TriggerType = Literal["manual", "schedule", "webhook", "event", "file"]
 
-MAX_NODES = 500
-MAX_EDGES = 2000
-
-Ident = Annotated[str, Field(min_length=1, max_length=100)]
-Label = Annotated[str, Field(min_length=1, max_length=200)]
-Color = Annotated[str, Field(max_length=50)]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 Tags = Annotated[list[Tag], Field(max_length=50)]
 Name = Annotated[str, Field(min_length=1, max_length=255)]
@@ -34,56 +27,6 @@ Description = Annotated[str, Field(max_length=5000)]
 Category = Annotated[str, Field(min_length=1, max_length=50)]
 SecretName = Annotated[str, Field(min_length=1, max_length=100)]
 SecretValue = Annotated[str, Field(max_length=4096)]
-
-
-class WorkflowCondition(StrictInput):
-    field: Annotated[str, Field(min_length=1, max_length=500)]
-    operator: Operator
-    value: Any = None
-    logic: Literal["and", "or"] | None = None
-
-
-class Position(StrictInput):
-    x: float = Field(0, ge=-1e6, le=1e6)
-    y: float = Field(0, ge=-1e6, le=1e6)
-
-
-class NodeData(StrictInput):
-    label: Label
-    agent_id: uuid.UUID | None = None
-    tool_id: uuid.UUID | None = None
-    # Keys per node type: see troupe.engine.validate.
-    configuration: dict[str, Any] | None = None
-    conditions: Annotated[list[WorkflowCondition], Field(max_length=100)] | None = None
-
-
-class NodeStyle(StrictInput):
-    background_color: Color | None = None
-    border_color: Color | None = None
-    color: Color | None = None
-
-
-class WorkflowNode(StrictInput):
-    id: Ident
-    type: NodeType
-    position: Position = Field(default_factory=Position)
-    data: NodeData
-    style: NodeStyle | None = None
-
-
-class EdgeStyle(StrictInput):
-    stroke: Color | None = None
-    stroke_width: float | None = Field(None, ge=0, le=100)
-
-
-class WorkflowEdge(StrictInput):
-    id: Ident
-    source: Ident
-    target: Ident
-    type: EdgeType = "default"
-    condition: Annotated[str, Field(max_length=1000)] | None = None
-    animated: bool = False
-    style: EdgeStyle | None = None
 
 
 class RetryPolicy(StrictInput):
@@ -109,10 +52,10 @@ class NotificationConfig(StrictInput):
 
 
 class WorkflowConfiguration(StrictInput):
-    strategy: Literal["sequential", "parallel", "conditional", "hybrid"] = "sequential"
+    strategy: Strategy = "sequential"
     timeout: int = Field(3600, ge=1, le=604_800, description="seconds for a whole run")
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
-    error_handling: Literal["stop", "continue", "retry", "fallback"] = "stop"
+    error_handling: ErrorHandling = "stop"
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     variables: dict[str, Any] = Field(default_factory=dict)
@@ -148,8 +91,6 @@ class WorkflowSchedule(CamelModel):
     last_run: datetime | None = None
 
 
-Nodes = Annotated[list[WorkflowNode], Field(max_length=MAX_NODES)]
-Edges = Annotated[list[WorkflowEdge], Field(max_length=MAX_EDGES)]
 Triggers = Annotated[list[WorkflowTrigger], Field(max_length=50)]
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.types import Text
 
 from troupe.config import get_settings
 from troupe.db import models
-from troupe.engine.validate import Limits, Problem, cron_problem, errors_of, timezone_problem, validate_graph
+from troupe.engine.validate import Problem, cron_problem, errors_of, timezone_problem, validate_graph
 from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
 from troupe.platform.access import load_company, may, member_company_ids_subquery
 from troupe.platform.deps import Principal
@@ -96,10 +96,6 @@ async def ensure_write(*, session: AsyncSession, user: Principal, workflow: mode
 # --------------------------------------------------------------------------- validation
 
 
-def _limits() -> Limits:
-    return Limits(max_nodes=s.MAX_NODES, max_edges=s.MAX_EDGES, max_document_bytes=get_settings().max_body_bytes)
-
-
 async def resource_problems(*, session: AsyncSession, user: Principal, nodes: list[Any]) -> list[Problem]:
     """Agent and tool nodes must point at agents/tools that exist and the caller may see."""
     wanted: dict[str, dict[uuid.UUID, list[str]]] = {"agent": {}, "tool": {}}
@@ -130,8 +126,9 @@ async def resource_problems(*, session: AsyncSession, user: Principal, nodes: li
 
 async def check_definition(*, session: AsyncSession, user: Principal, nodes: list[Any], edges: list[Any],
                            configuration: dict[str, Any] | None, schedule: dict[str, Any] | None) -> list[Problem]:
-    """Everything ``validate`` reports: the pure graph rules plus resource checks."""
-    problems = validate_graph(nodes, edges, configuration, schedule, _limits())
+    """Everything ``validate`` reports: the engine's graph rules (the same call, with the
+    same limits, as execute makes) plus resource checks."""
+    problems = validate_graph(nodes, edges, configuration, schedule)
     return problems + await resource_problems(session=session, user=user, nodes=nodes)
 
 
@@ -145,6 +142,9 @@ _SUGGESTIONS = {
     "no_output_node": "Add an output node to collect the result.",
     "cycle_without_loop": "Route repetitions through a loop node with configuration.maxIterations.",
     "loop_without_bound": "Set configuration.maxIterations (1..10000) on every loop node.",
+    "loop_without_items_or_while": "Give every loop configuration.items (a list) or configuration.while "
+                                   "(conditions).",
+    "loop_without_body": "Route an edge from the loop's last body node back to the loop node.",
     "unreachable_node": "Connect every node to a path starting at an input node, or remove it.",
     "agent_not_found": "Pick an agent of this company or a public one, or configure provider and model inline.",
     "tool_not_found": "Install the tool in this company or pick a public tool.",
