@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     # Runtime
     actor_idle_timeout: Duration = Field(timedelta(minutes=5), validation_alias="TROUPE_ACTOR_IDLE_TIMEOUT")
     max_resident_agents: int = Field(200, validation_alias="TROUPE_MAX_RESIDENT_AGENTS")
+    # Blank agent actors kept started, so activating an agent does not wait for a new process.
+    agent_pool_size: int = Field(8, ge=0, validation_alias="TROUPE_AGENT_POOL_SIZE")
     node_task_resources: dict[str, float] = Field(default_factory=dict, validation_alias="TROUPE_NODE_TASK_RESOURCES")
 
     @model_validator(mode="after")

@@ -1,37 +1,55 @@
-"""AgentActor: one virtual actor per agent (named ``agent:<id>``).
+"""AgentActor: a warm actor process that serves one agent at a time.
 
-It enforces the agent's own concurrency limit (``configuration.maxConcurrency``,
-default 4) and its provider rate limits (``configuration.rateLimit``:
-``requestsPerMinute``, ``tokensPerMinute``; counted in Redis so they hold
-cluster-wide): a call waits for capacity and fails (SYS_004) only if the wait
-would pass the caller's timeout. It keeps conversation memory (the last
-``memorySize`` exchanges, default 10, trimmed to ``contextWindow`` tokens) and
-accumulates performance counters, written to ``agents.performance``.
+Actors are started blank by the agent pool (``troupe.actors.pool``), so their
+Ray worker process and imports are paid before anyone needs them. Activating an
+agent binds a blank actor to the agent's id (``bind``); the binding is recorded
+in Redis by the pool, so every replica and node task reaches the same actor and
+the agent's limits hold cluster-wide:
+
+- ``configuration.maxConcurrency`` (default 4) concurrent calls;
+- ``configuration.rateLimit`` (``requestsPerMinute``, ``tokensPerMinute``): one
+  minute sliding windows kept here (only one actor serves an agent at a time, so
+  its count is the cluster's), handed back to the pool when the agent leaves and
+  given to its next activation;
+- conversation memory (the last ``memorySize`` exchanges, default 10, trimmed to
+  ``contextWindow`` tokens).
+
+Nothing on a call's path waits for Postgres or Redis: ``agent:activity`` events
+and performance-counter deltas are queued and handed to the pool in the
+background, which publishes the events and writes the counters in batches.
+
+This module is imported by every agent actor process, whose memory is budgeted
+(≤ 60 MiB USS): it must not import SQLAlchemy, pydantic (``troupe.config``),
+the database models, the engine's node code or a provider SDK. Real providers
+are imported when an agent of theirs is first called.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
-import uuid
 from collections import deque
 from typing import Any
 
 import ray
-from sqlalchemy import update
 
-from troupe.actors import residency
-from troupe.db import models
-from troupe.db.session import session_scope, set_pool
-from troupe.engine.nodes import failure, success
-from troupe.events import publish
-from troupe.infra import ratelimit
+from troupe.actors.handles import AGENT_POOL, NAMESPACE
+from troupe.engine.contract import NodeResult
 from troupe.providers.base import ChatMessage, CompletionRequest, ProviderError
 from troupe.providers.simulated import SimulatedProvider, count_tokens
-from troupe.timeutil import utcnow
 
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MEMORY = 10
+RATE_WINDOW_S = 60.0
+# How often an idle actor checks its idle timeout and whether the pool still keeps it.
+TICK_S = 1.0
+
+
+class NotBound(Exception):
+    """This actor does not serve the agent asked for (it left, or serves another
+    agent since): the caller resolves the agent's binding again."""
 
 
 def provider_for(name: str) -> Any:
@@ -42,67 +60,195 @@ def provider_for(name: str) -> Any:
     return get_provider(name)
 
 
+class _Perf:
+    """Counter deltas since the last hand-off to the pool (the pool adds them in SQL,
+    so concurrent writers and restarts never lose or double a count)."""
+
+    __slots__ = ("requests", "successes", "failures", "tokens", "cost", "ms")
+
+    def __init__(self) -> None:
+        self.requests = self.successes = self.failures = self.tokens = 0
+        self.cost = self.ms = 0.0
+
+    def add(self, ok: bool, seconds: float, tokens: int, cost: float) -> None:
+        self.requests += 1
+        self.successes += 1 if ok else 0
+        self.failures += 0 if ok else 1
+        self.tokens += tokens
+        self.cost += cost
+        self.ms += seconds * 1000
+
+    def as_dict(self) -> dict[str, float]:
+        return {"requests": self.requests, "successes": self.successes, "failures": self.failures,
+                "tokens": self.tokens, "cost": self.cost, "ms": self.ms}
+
+
 @ray.remote
 class AgentActor:
-    def __init__(self, agent_id: str) -> None:
-        set_pool("none")
-        self.agent_id = agent_id
-        self.agent: dict[str, Any] | None = None
-        self.semaphore: asyncio.Semaphore | None = None
+    def __init__(self, slot: str, idle_timeout_s: float, keepalive_s: float) -> None:
+        self.slot = slot
+        self.idle_timeout_s = idle_timeout_s
+        # A blank actor that the pool stopped keeping (the pool was lost) leaves by itself.
+        self.orphan_after_s = max(3 * keepalive_s, 30.0)
+        self.agent_id: str | None = None
+        self.agent: dict[str, Any] = {}
+        self.semaphore = asyncio.Semaphore(DEFAULT_CONCURRENCY)
         self.active = 0
+        self.leaving = False
         self.memory: deque[tuple[str, str]] = deque()
-        self.perf: dict[str, Any] = {}
-        self.watch = residency.IdleWatch(lambda: self.active > 0, self._deactivate)
+        self.windows: dict[str, deque[float]] = {}
+        self.perf = _Perf()
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.last_used = time.monotonic()
+        self.last_used_at = time.time()
+        self.kept_at = time.monotonic()
+        self.wake: asyncio.Event | None = None
+        self.loop_task: asyncio.Task[None] | None = None
 
-    async def _load(self) -> dict[str, Any]:
-        if self.agent is None:
-            async with session_scope() as session:
-                row = await session.get(models.Agent, uuid.UUID(self.agent_id))
-                if row is None:
-                    raise ProviderError("RES_001", "Agent not found", retryable=False)
-                self.agent = {"model": row.model, "provider": row.provider, "config": dict(row.configuration or {}),
-                              "company_id": str(row.company_id) if row.company_id else None, "status": row.status}
-                self.perf = dict(row.performance or {})
-            limit = int(self.agent["config"].get("maxConcurrency") or DEFAULT_CONCURRENCY)
-            self.semaphore = asyncio.Semaphore(max(1, limit))
-            for other in await residency.register_agent(self.agent_id):
-                from troupe.actors import handles
+    # ------------------------------------------------------------ pool side
+    def _ensure_loop(self) -> None:
+        if self.loop_task is None:
+            self.wake = asyncio.Event()
+            self.loop_task = asyncio.get_running_loop().create_task(self._run())
 
-                try:
-                    other_handle = ray.get_actor(handles.agent_name(other), namespace=handles.NAMESPACE)
-                    other_handle.evict.remote()
-                except ValueError:
-                    await residency.unregister_agent(other)
-        return self.agent
+    async def keep(self) -> int:
+        """The pool's keep-alive for a blank actor; answers the process id."""
+        self._ensure_loop()
+        self.kept_at = time.monotonic()
+        return os.getpid()
 
-    async def _deactivate(self) -> None:
-        await residency.unregister_agent(self.agent_id)
+    async def bind(self, agent_id: str, agent: dict[str, Any], windows: dict[str, list[float]]) -> int:
+        """Serve ``agent_id`` from now on (``agent``: the fields of its row that calls need)."""
+        self._ensure_loop()
+        if self.agent_id is not None and self.agent_id != agent_id:
+            raise RuntimeError(f"{self.slot} already serves agent {self.agent_id}")
+        self.agent_id, self.leaving = agent_id, False
+        self._configure(agent)
+        self.windows = {key: deque(stamps) for key, stamps in windows.items()}
+        self.last_used, self.last_used_at = time.monotonic(), time.time()
+        return os.getpid()
 
-    async def ping(self) -> dict[str, Any]:
-        self.watch.touch()
-        agent = await self._load()
-        return {"agentId": self.agent_id, "active": self.active, "limit": agent["config"].get("maxConcurrency")}
+    async def unbind(self) -> None:
+        """Back to blank without having served (the pool lost a race for the binding)."""
+        self._reset()
 
-    async def evict(self) -> bool:
-        """Asked by the residency bound; leaves only when idle."""
-        if self.active == 0:
-            await self.watch.exit()
-        return False
+    def _configure(self, agent: dict[str, Any]) -> None:
+        self.agent = agent
+        limit = max(1, int(agent["config"].get("maxConcurrency") or DEFAULT_CONCURRENCY))
+        # Calls in flight release the semaphore they acquired; new calls see the new limit.
+        self.semaphore = asyncio.Semaphore(limit)
 
-    async def reload(self) -> None:
-        self.agent = None
+    def _reset(self) -> None:
+        self.agent_id, self.agent, self.leaving = None, {}, False
+        self.memory.clear()
+        self.windows = {}
+        self.semaphore = asyncio.Semaphore(DEFAULT_CONCURRENCY)
+        self.kept_at = time.monotonic()
+
+    def _check(self, agent_id: str) -> None:
+        if self.agent_id != agent_id or self.leaving:
+            raise NotBound(f"{self.slot} does not serve agent {agent_id}")
+
+    async def state(self, agent_id: str) -> dict[str, Any]:
+        self._check(agent_id)
+        return {"agentId": self.agent_id, "slot": self.slot, "pid": os.getpid(), "active": self.active,
+                "limit": self.agent["config"].get("maxConcurrency") or DEFAULT_CONCURRENCY}
+
+    async def reload(self, agent_id: str, agent: dict[str, Any]) -> None:
+        """The agent's row changed (e.g. trained): use the new configuration, keep memory."""
+        self._check(agent_id)
+        self._configure(agent)
+
+    async def evict(self, agent_id: str) -> bool:
+        """Asked by the residency bound; leaves only when idle. True if it leaves."""
+        if self.agent_id != agent_id or self.leaving or self.active:
+            return False
+        self.leaving = True
+        asyncio.get_running_loop().create_task(self._leave())
+        return True
+
+    async def _leave(self) -> None:
+        """Hand the agent back to the pool (final counters, rate windows), then either
+        wait blank for the next agent or exit, as the pool says."""
+        self.leaving = True
+        agent_id = self.agent_id
+        await self._flush()
+        now = time.time()
+        windows = {key: [t for t in stamps if t > now - RATE_WINDOW_S] for key, stamps in self.windows.items()}
+        # Blank before the pool hears of it: the pool may hand this actor to another agent at once.
+        self._reset()
+        try:
+            pool = ray.get_actor(AGENT_POOL, namespace=NAMESPACE)
+            # A process that imported a real provider's SDK is heavier: it exits rather than waits.
+            lean = "troupe.providers.registry" not in sys.modules
+            keep = bool(await pool.release.remote(agent_id, self.slot, windows, lean))
+        except Exception:  # the pool is gone: its successor finds the binding stale and re-binds
+            keep = False
+        if not keep:
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+    async def _run(self) -> None:
+        """Background: hand queued events and counters to the pool, leave when idle."""
+        assert self.wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=TICK_S)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            await self._flush()
+            if self.agent_id is None:
+                if time.monotonic() - self.kept_at > self.orphan_after_s:
+                    ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+            elif (not self.leaving and self.active == 0
+                  and time.monotonic() - self.last_used >= self.idle_timeout_s):
+                await self._leave()
+
+    async def _flush(self) -> None:
+        if not self.agent_id or (not self.events and not self.perf.requests):
+            return
+        events, perf = self.events, self.perf
+        self.events, self.perf = [], _Perf()
+        try:
+            pool = ray.get_actor(AGENT_POOL, namespace=NAMESPACE)
+            await pool.record.remote(self.agent_id, self.agent.get("company_id"), events,
+                                     perf.as_dict() if perf.requests else None, self.last_used_at)
+        except Exception:
+            # Keep the counters for the next attempt; events are best effort (as before).
+            self.perf.requests += perf.requests
+            self.perf.successes += perf.successes
+            self.perf.failures += perf.failures
+            self.perf.tokens += perf.tokens
+            self.perf.cost += perf.cost
+            self.perf.ms += perf.ms
+
+    # ------------------------------------------------------------ calls
+    def _activity(self, activity: str, details: dict[str, Any]) -> None:
+        self.events.append((activity, {k: v for k, v in details.items() if v is not None}))
+        if self.wake is not None:
+            self.wake.set()
+
+    def _record(self, ok: bool, seconds: float, tokens: int, cost: float) -> None:
+        self.perf.add(ok, seconds, tokens, cost)
+        if self.wake is not None:
+            self.wake.set()
 
     async def _wait_rate(self, key: str, limit: int, deadline: float, weight: int = 1) -> None:
+        window = self.windows.setdefault(key, deque())
         for _ in range(max(1, weight)):
             while True:
-                decision = await ratelimit.hit(f"agent:{self.agent_id}:{key}", limit=limit, window_seconds=60)
-                if decision.allowed:
+                now = time.time()
+                while window and window[0] <= now - RATE_WINDOW_S:
+                    window.popleft()
+                if len(window) < limit:
+                    window.append(now)
                     break
-                if time.monotonic() + decision.retry_after_seconds > deadline:
+                wait = window[0] + RATE_WINDOW_S - now
+                if time.monotonic() + wait > deadline:
                     raise ProviderError("SYS_004", f"agent {key} rate limit: waiting would exceed the timeout")
-                await asyncio.sleep(min(decision.retry_after_seconds, 1.0))
+                await asyncio.sleep(min(wait, 1.0))
 
-    def _history(self, config: dict[str, Any], window: int) -> list[ChatMessage]:
+    def _history(self, window: int) -> list[ChatMessage]:
         messages: list[ChatMessage] = []
         budget = window
         for user_text, reply in reversed(self.memory):
@@ -113,24 +259,21 @@ class AgentActor:
             messages[:0] = [ChatMessage("user", user_text), ChatMessage("assistant", reply)]
         return messages
 
-    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One model call for a node or a test; returns a node result dict."""
-        self.watch.touch()
+    async def complete(self, agent_id: str, request: dict[str, Any]) -> NodeResult:
+        """One model call for a node or a test."""
+        self._check(agent_id)
+        self.last_used, self.last_used_at = time.monotonic(), time.time()
         started = time.monotonic()
         deadline = started + float(request.get("timeout") or 300)
-        try:
-            agent = await self._load()
-        except ProviderError as exc:
-            return failure(exc.code, str(exc), retryable=False)
+        agent, semaphore = self.agent, self.semaphore
         config = agent["config"]
         task_id = request.get("taskId")
-        assert self.semaphore is not None
         try:
-            await asyncio.wait_for(self.semaphore.acquire(), timeout=max(0.01, deadline - time.monotonic()))
+            await asyncio.wait_for(semaphore.acquire(), timeout=max(0.01, deadline - time.monotonic()))
         except TimeoutError:
-            return failure("SYS_006", "timed out waiting for the agent's concurrency limit")
+            return NodeResult.fail("SYS_006", "timed out waiting for the agent's concurrency limit")
         self.active += 1
-        await self._activity("started", {"taskId": task_id, "input": str(request.get("prompt"))[:500]})
+        self._activity("started", {"taskId": task_id, "input": str(request.get("prompt"))[:500]})
         try:
             rate = config.get("rateLimit") or {}
             if rate.get("requestsPerMinute"):
@@ -143,11 +286,11 @@ class AgentActor:
             for example in config.get("fewShotExamples") or []:
                 messages += [ChatMessage("user", str(example.get("input", ""))),
                              ChatMessage("assistant", str(example.get("output", "")))]
-            messages += self._history(config, window // 2)
+            messages += self._history(window // 2)
             messages.append(ChatMessage("user", str(request.get("prompt", ""))))
             prompt_tokens = sum(count_tokens(m.content) for m in messages)
             if rate.get("tokensPerMinute"):
-                # Tokens are counted in blocks of 100 so one call is a bounded number of Redis hits.
+                # Tokens are counted in blocks of 100 so one call is a bounded number of window entries.
                 await self._wait_rate("tokens", max(1, int(rate["tokensPerMinute"]) // 100), deadline,
                                       weight=max(1, prompt_tokens // 100))
             completion = CompletionRequest(
@@ -161,53 +304,25 @@ class AgentActor:
             provider = provider_for(agent["provider"])
             result = await asyncio.wait_for(provider.complete(completion), timeout=completion.timeout_s)
         except TimeoutError:
-            await self._record(False, time.monotonic() - started, 0, 0.0)
-            await self._activity("error", {"taskId": task_id, "error": "timeout"})
-            return failure("SYS_006", "agent call timed out")
+            self._record(False, time.monotonic() - started, 0, 0.0)
+            self._activity("error", {"taskId": task_id, "error": "timeout"})
+            return NodeResult.fail("SYS_006", "agent call timed out")
         except ProviderError as exc:
-            await self._record(False, time.monotonic() - started, 0, 0.0)
-            await self._activity("error", {"taskId": task_id, "error": str(exc)})
-            return failure(exc.code, str(exc), retryable=exc.retryable)
+            self._record(False, time.monotonic() - started, 0, 0.0)
+            self._activity("error", {"taskId": task_id, "error": str(exc)})
+            return NodeResult.fail(exc.code, str(exc), retryable=exc.retryable)
         finally:
             self.active -= 1
-            self.semaphore.release()
+            semaphore.release()
+            self.last_used, self.last_used_at = time.monotonic(), time.time()
         self.memory.append((str(request.get("prompt", "")), result.text))
         while len(self.memory) > int(config.get("memorySize") or DEFAULT_MEMORY):
             self.memory.popleft()
         elapsed = time.monotonic() - started
-        await self._record(True, elapsed, result.total_tokens, result.cost_usd)
-        await self._activity("completed", {"taskId": task_id, "output": result.text[:500],
-                                           "duration": int(elapsed * 1000)})
+        self._record(True, elapsed, result.total_tokens, result.cost_usd)
+        self._activity("completed", {"taskId": task_id, "output": result.text[:500],
+                                     "duration": int(elapsed * 1000)})
         output = {"text": result.text, "model": result.model, "provider": result.provider,
                   "tokens": result.total_tokens, "cost": result.cost_usd, "simulated": result.simulated}
-        return success(output, tokensUsed=result.total_tokens, model=result.model, cost=result.cost_usd,
-                       cacheHit=False, responseTime=int(elapsed * 1000), simulated=result.simulated)
-
-    async def _record(self, ok: bool, seconds: float, tokens: int, cost: float) -> None:
-        perf = self.perf
-        perf["totalRequests"] = int(perf.get("totalRequests", 0)) + 1
-        perf["successfulRequests"] = int(perf.get("successfulRequests", 0)) + (1 if ok else 0)
-        perf["failedRequests"] = int(perf.get("failedRequests", 0)) + (0 if ok else 1)
-        n = perf["totalRequests"]
-        perf["averageResponseTime"] = round((float(perf.get("averageResponseTime", 0)) * (n - 1)
-                                             + seconds * 1000) / n, 3)
-        perf["successRate"] = round(perf["successfulRequests"] / n, 4)
-        perf["errorRate"] = round(perf["failedRequests"] / n, 4)
-        perf["totalTokensUsed"] = int(perf.get("totalTokensUsed", 0)) + tokens
-        perf["totalCost"] = round(float(perf.get("totalCost", 0)) + cost, 6)
-        perf["lastUpdated"] = utcnow().isoformat()
-        async with session_scope() as session:
-            await session.execute(update(models.Agent).where(models.Agent.id == uuid.UUID(self.agent_id))
-                                  .values(performance=dict(perf), last_used_at=utcnow()))
-
-    async def _activity(self, activity: str, details: dict[str, Any]) -> None:
-        rooms = [f"agent:{self.agent_id}"]
-        company_id = (self.agent or {}).get("company_id")
-        if company_id:
-            rooms.append(f"company:{company_id}")
-        try:
-            await publish(rooms, "agent:activity", {"agentId": self.agent_id, "activity": activity,
-                                                    "details": {k: v for k, v in details.items() if v is not None}},
-                          company_id=company_id)
-        except Exception:  # events are best effort; the call itself must not fail on them
-            pass
+        return NodeResult.success(output, tokensUsed=result.total_tokens, model=result.model, cost=result.cost_usd,
+                                  cacheHit=False, responseTime=int(elapsed * 1000), simulated=result.simulated)

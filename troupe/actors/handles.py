@@ -4,6 +4,10 @@ Actors are virtual: addressing one by name activates it if it is not resident
 (``get_if_exists=True``). A cached handle may point at an actor that exited
 itself when idle or was killed; the first call then fails with an actor error,
 and we activate a fresh one and retry once.
+
+Agents are the exception: ``agent:<id>`` is not an actor's name but an address
+that ``troupe.actors.pool`` resolves to the warm pooled actor bound to that
+agent (activating one if none is); ``call``/``call_sync`` route it there.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 NAMESPACE = "troupe"
+AGENT_POOL = "agent-pool"
 _handles: dict[str, Any] = {}
 _DEAD = (ActorDiedError, ActorUnavailableError, RayActorError)
 
@@ -33,11 +38,12 @@ def _activate(name: str) -> Any:
 
         return CompanyActor.options(name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
                                     num_cpus=0, max_concurrency=1000, max_restarts=0).remote(name[8:])
-    if name.startswith("agent:"):
-        from troupe.actors.agent import AgentActor
+    if name == AGENT_POOL:
+        from troupe.actors.pool import AgentPool
 
-        return AgentActor.options(name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
-                                  num_cpus=0, max_concurrency=1000, max_restarts=0).remote(name[6:])
+        # Restarted by Ray if it dies: bound agent actors outlive it, blank ones leave unkept.
+        return AgentPool.options(name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+                                 num_cpus=0, max_concurrency=1000, max_restarts=-1).remote()
     if name == "recovery":
         from troupe.actors.recovery import RecoveryActor
 
@@ -59,6 +65,10 @@ def forget(name: str) -> None:
 
 async def call(name: str, method: str, *args: Any, **kwargs: Any) -> Any:
     """Call ``method`` on the actor ``name`` from async code."""
+    if name.startswith("agent:"):
+        from troupe.actors import pool
+
+        return await pool.call(name[6:], method, *args, **kwargs)
     try:
         return await getattr(handle(name), method).remote(*args, **kwargs)
     except _DEAD:
@@ -68,6 +78,11 @@ async def call(name: str, method: str, *args: Any, **kwargs: Any) -> Any:
 
 def call_sync(name: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
     """Call ``method`` on the actor ``name`` from a (synchronous) Ray task."""
+    if name.startswith("agent:"):
+        from troupe.actors import pool
+
+        return pool.call_sync(name[6:], method, *args, timeout=timeout, **kwargs)
+
     def once() -> Any:
         return ray.get(getattr(handle(name), method).remote(*args, **kwargs), timeout=timeout)
 

@@ -1,11 +1,12 @@
 """Idle deactivation and a cluster-wide bound on resident actors.
 
-Each virtual actor runs ``IdleWatch``: after ``actor_idle_timeout`` without a
-call and with no work in hand, it kills itself (the name is freed, the next
-call re-activates it). Agent actors also register in a Redis sorted set scored
-by last use; when an activation pushes the set past ``max_resident_agents``,
-the least recently used idle agents are asked to deactivate. The set lives in
-Redis, so the bound holds across replicas and nodes.
+Company actors run ``IdleWatch``: after ``actor_idle_timeout`` without a call
+and with no work in hand, one kills itself (the name is freed, the next call
+re-activates it). Agent actors watch their own idleness and hand their agent
+back to the pool (``troupe.actors.pool``), which registers each bound agent in
+a Redis sorted set scored by last use; when an activation pushes the set past
+``max_resident_agents``, the least recently used idle agents are asked to
+leave. The set lives in Redis, so the bound holds across replicas and nodes.
 """
 
 from __future__ import annotations

@@ -64,7 +64,9 @@ async def test_tool(tool_id: str, body: schemas.ToolTest, session: DbSession, us
 async def startup_hook() -> None:
     """Each replica makes sure the one cluster-wide recovery actor runs (idempotent by
     name), and keeps making sure: it is re-created if its node is lost."""
+    from troupe.actors.pool import ensure_pool
     from troupe.actors.recovery import ensure_recovery, watch_recovery
 
     await ensure_recovery()
     watch_recovery()
+    await ensure_pool()  # blank agent actors start now, before the first agent is called

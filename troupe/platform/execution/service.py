@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from troupe.actors import handles
+from troupe.actors import pool as agent_pool
 from troupe.db import models
 from troupe.errors import AppError, ErrorCode, invalid, not_found
 from troupe.platform.access import load_company
@@ -107,17 +107,17 @@ async def test_agent(*, session: AsyncSession, user: Principal, agent_id: str,
                      body: schemas.AgentTest) -> schemas.AgentTestResult:
     agent = await _agent(session, user, agent_id)
     prompt = body.input if body.context is None else f"{body.input}\n\nContext: {body.context}"
-    result: dict[str, Any] = await handles.call(handles.agent_name(str(agent.id)), "complete",
-                                                {"prompt": prompt, "timeout": 60, "extra": {}})
-    if not result.get("ok"):
-        code = result.get("code") or "BIZ_002"
+    # The row is at hand: pass it, so a cold agent's activation does not query it again.
+    result = await agent_pool.complete(str(agent.id), {"prompt": prompt, "timeout": 60, "extra": {}},
+                                       agent=agent_pool.agent_state(agent))
+    if not result.ok:
         try:
-            error_code = ErrorCode(code)
+            error_code = ErrorCode(result.code or "BIZ_002")
         except ValueError:
             error_code = ErrorCode.AGENT_UNAVAILABLE
-        raise AppError(error_code, f"Agent call failed: {result.get('message')}")
-    meta = result.get("meta") or {}
-    return schemas.AgentTestResult(output=result["output"]["text"], metadata=schemas.AgentTestMeta(
+        raise AppError(error_code, f"Agent call failed: {result.message}")
+    meta = result.meta
+    return schemas.AgentTestResult(output=result.output["text"], metadata=schemas.AgentTestMeta(
         tokens_used=int(meta.get("tokensUsed", 0)), response_time=int(meta.get("responseTime", 0)),
         model=str(meta.get("model", agent.model)), cost=float(meta.get("cost", 0)),
         simulated=bool(meta.get("simulated"))))
@@ -147,7 +147,7 @@ async def train_agent(*, session: AsyncSession, user: Principal, agent_id: str,
     agent.configuration = config
     agent.version = _bump(agent.version)
     await session.commit()
-    await handles.call(handles.agent_name(str(agent.id)), "reload")
+    await agent_pool.reload(str(agent.id), agent_pool.agent_state(agent))
     return schemas.AgentTrainResult(agent_id=str(agent.id), version=agent.version, examples_stored=len(examples),
                                     method="few-shot memory",
                                     message="Examples stored as few-shot memory; no model weights were changed")
