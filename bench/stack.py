@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from troupe.infra import devstack
 from troupe.infra.devstack import free_port
 
-__all__ = ["free_port", "plain_uvicorn", "troupe_stack"]
+__all__ = ["free_port", "plain_uvicorn", "seed_company", "seed_user", "seed_workflow", "troupe_stack"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,3 +60,50 @@ def plain_uvicorn(stack: dict[str, str]) -> Iterator[tuple[str, int]]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# ---------------------------------------------------------------- seeding (straight into Postgres)
+async def seed_user(label: str = "bench") -> tuple[uuid.UUID, dict[str, str]]:
+    """An active user with role ``user`` and a Bearer header for it (the token the login route would sign)."""
+    from troupe.db import models
+    from troupe.db.session import session_scope
+    from troupe.security import access_claims, create_access_token, hash_password
+
+    tag = uuid.uuid4().hex[:8]
+    async with session_scope() as session:
+        user = models.User(email=f"{label}-{tag}@example.com", username=f"{label.replace('-', '_')}_{tag}",
+                           password_hash=await hash_password(uuid.uuid4().hex), first_name="Bench",
+                           last_name=label, role="user", status="active", email_verified=True, profile={},
+                           preferences={})
+        session.add(user)
+        await session.flush()
+        token, _ = create_access_token(access_claims(user_id=str(user.id), email=user.email, username=user.username,
+                                                     role="user", companies=[], token_version=0))
+        return user.id, {"Authorization": f"Bearer {token}"}
+
+
+async def seed_company(owner: uuid.UUID, label: str, max_concurrency: int) -> uuid.UUID:
+    """A company owned by ``owner`` (``settings.maxConcurrency`` = runs it may drive at once)."""
+    from troupe.db import models
+    from troupe.db.session import session_scope
+
+    async with session_scope() as session:
+        company = models.Company(name=f"bench {label} {uuid.uuid4().hex[:6]}", type="startup", owner_id=owner,
+                                 status="active", team_members=[], member_roles={}, metrics={},
+                                 settings={"maxConcurrency": max_concurrency})
+        session.add(company)
+        await session.flush()
+        return company.id
+
+
+async def seed_workflow(owner: uuid.UUID, company: uuid.UUID, name: str, nodes: list[dict], edges: list[dict],
+                        strategy: str) -> uuid.UUID:
+    from troupe.db import models
+    from troupe.db.session import session_scope
+
+    async with session_scope() as session:
+        workflow = models.Workflow(name=name, company_id=company, nodes=nodes, edges=edges, status="active",
+                                   configuration={"strategy": strategy, "errorHandling": "stop"}, created_by=owner)
+        session.add(workflow)
+        await session.flush()
+        return workflow.id
