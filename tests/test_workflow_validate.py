@@ -1,4 +1,5 @@
-"""The pure graph validator: a valid graph passes; each broken graph reports its rule."""
+"""The one graph validator: a valid graph passes; each broken graph reports its rule;
+and over HTTP ``/validate``, activation and execute give the same verdict."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import copy
 
 import pytest
 
+from tests.utils import engine
+from tests.utils.fixtures import assert_error, assert_ok
 from troupe.engine.validate import Limits, errors_of, validate_graph
 
 AGENT = "11111111-2222-3333-4444-555555555555"
@@ -95,6 +98,27 @@ def _mutations():
     def loop_bound_too_big(n, e):
         find(n, "loop")["data"]["configuration"]["maxIterations"] = 10_001
 
+    def loop_without_items_or_while(n, e):
+        del find(n, "loop")["data"]["configuration"]["items"]
+
+    def loop_without_body(n, e):
+        e.remove(next(x for x in e if x["id"] == "lookup-loop"))
+        e.append(edge("lookup", "wait"))
+
+    def loop_body_unknown(n, e):
+        find(n, "loop")["data"]["configuration"]["body"] = ["lookup", "ghost"]
+
+    def loop_body_not_a_list(n, e):
+        find(n, "loop")["data"]["configuration"]["body"] = "lookup"
+
+    def nested_loop(n, e):
+        n.append(node("inner", "loop", configuration={"maxIterations": 2, "items": "{{loop.item}}"}))
+        e.append(edge("lookup", "inner", eid="lookup-inner"))
+        e.append(edge("inner", "loop", eid="inner-loop"))
+
+    def cycle_outside_body(n, e):
+        find(n, "loop")["data"]["configuration"]["body"] = ["wait"]
+
     def unknown_operator(n, e):
         find(n, "check")["data"]["conditions"][0]["operator"] = "approximately"
 
@@ -149,6 +173,12 @@ def _mutations():
         ("cycle_without_loop", cycle_without_loop, "wait", None, None, None),
         ("loop_without_bound", loop_without_bound, "loop", None, None, None),
         ("loop_without_bound", loop_bound_too_big, "loop", None, None, None),
+        ("loop_without_items_or_while", loop_without_items_or_while, "loop", None, None, None),
+        ("loop_without_body", loop_without_body, "loop", None, None, None),
+        ("invalid_loop_body", loop_body_unknown, "loop", None, None, None),
+        ("invalid_config", loop_body_not_a_list, "loop", None, None, None),
+        ("nested_loop", nested_loop, "loop", None, None, None),
+        ("cycle_outside_loop_body", cycle_outside_body, "loop", None, None, None),
         ("unknown_operator", unknown_operator, "check", None, None, None),
         ("unknown_logic", unknown_logic, "check", None, None, None),
         ("condition_without_conditions", no_conditions, "check", None, None, None),
@@ -226,3 +256,72 @@ def test_garbage_input_does_not_crash():
     assert {"no_input_node", "no_output_node", "invalid_configuration", "invalid_schedule"} <= codes
     problems = validate_graph([None, {"id": 3}, {"id": "x", "type": "agent", "data": "nope"}], [7], None, None)
     assert {"invalid_node", "invalid_edge"} <= {p.code for p in problems}
+
+
+def test_a_loop_body_given_as_a_list_is_fine():
+    nodes, edges = base()
+    find(nodes, "loop")["data"]["configuration"]["body"] = ["lookup"]
+    assert validate_graph(nodes, edges) == []
+
+
+def test_a_cycle_inside_a_loop_body_is_refused():
+    nodes, edges = base()
+    nodes.append(node("again", "delay", configuration={"seconds": 1}))
+    edges += [edge("lookup", "again"), edge("again", "lookup")]
+    assert "cycle_without_loop" in {p.code for p in errors_of(validate_graph(nodes, edges))}
+
+
+# --------------------------------------------------------------------------- /validate, activation and execute agree
+
+
+def _loop_graph(loop_config, *, extra_nodes=(), extra_edges=()):
+    """in -> loop <-> x, loop -> out; ``extra`` nodes and edges bend it into the case under test."""
+    nodes = [engine.node("in", "input"), engine.node("loop", "loop", **loop_config),
+             engine.node("x", "delay", seconds=0.01), engine.node("out", "output"), *extra_nodes]
+    return nodes, [engine.edge("in", "loop"), engine.edge("loop", "x"), engine.edge("x", "loop"),
+                   engine.edge("loop", "out"), *extra_edges]
+
+
+# Graphs the two validators used to disagree on: ``/validate`` and activation (validate_graph) accepted
+# them, execute (graph.problems, run there too) refused them, and the driver could run none of them.
+# The first case is the control: a loop both accepted, and still do.
+DISAGREED = {
+    "a bounded loop over items": (True, _loop_graph({"maxIterations": 2, "items": "{{input.list}}"})),
+    "loop without items or while": (False, _loop_graph({"maxIterations": 2})),
+    "loop on no cycle": (False, ([engine.node("in", "input"),
+                                  engine.node("loop", "loop", maxIterations=2, items="{{input.list}}"),
+                                  engine.node("out", "output")], engine.chain("in", "loop", "out"))),
+    "loop body naming an unknown node": (False, _loop_graph({"maxIterations": 2, "items": "{{input.list}}",
+                                                             "body": ["x", "ghost"]})),
+    "nested loops": (False, _loop_graph(
+        {"maxIterations": 2, "items": "{{input.list}}"},
+        extra_nodes=[engine.node("inner", "loop", maxIterations=2, items="{{loop.item}}")],
+        extra_edges=[engine.edge("x", "inner"), engine.edge("inner", "x")])),
+    "cycle outside the loop body": (False, _loop_graph(
+        {"maxIterations": 2, "items": "{{input.list}}", "body": ["side"]},
+        extra_nodes=[engine.node("side", "delay", seconds=0.01)],
+        extra_edges=[engine.edge("loop", "side"), engine.edge("side", "out")])),
+}
+
+
+@pytest.mark.parametrize("case", list(DISAGREED))
+async def test_validate_activation_and_execute_agree(client, user, case):
+    runnable, (nodes, edges) = DISAGREED[case]
+    company = await engine.make_company(user.id)
+    # Stored straight in the database, as a workflow activated before the rules met would be.
+    active = await engine.make_workflow(company, user.id, nodes, edges)
+    draft = await engine.make_workflow(company, user.id, nodes, edges, status="draft")
+
+    report = assert_ok(await client.post(f"/api/workflows/{active}/validate", headers=user.headers))
+    assert report["isValid"] is runnable, report
+    activate = await client.put(f"/api/workflows/{draft}", json={"status": "active"}, headers=user.headers)
+    execute = await client.post(f"/api/workflows/{active}/execute", json={"input": {"list": [1]}},
+                                headers=user.headers)
+    if runnable:
+        assert assert_ok(activate)["status"] == "active"
+        assert_ok(execute, 202)
+    else:
+        codes = {issue["code"] for issue in report["errors"]}
+        assert_error(activate, 422, "BIZ_001")
+        refused = assert_error(execute, 422, "BIZ_001")
+        assert codes <= {p["code"] for p in refused["details"]["problems"]}, (codes, refused)
