@@ -14,7 +14,8 @@ from pathlib import Path
 from troupe.infra import devstack
 from troupe.infra.devstack import free_port
 
-__all__ = ["free_port", "plain_uvicorn", "seed_company", "seed_user", "seed_workflow", "troupe_stack"]
+__all__ = ["free_port", "plain_uvicorn", "seed_company", "seed_user", "seed_workflow",
+           "serve_replica_niceness", "troupe_stack"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,11 +33,25 @@ def troupe_stack(*, replicas: int = 1, num_cpus: int | None = None) -> Iterator[
         yield running
 
 
+def serve_replica_niceness() -> int:
+    """The scheduling niceness of this cluster's Serve ingress replica (Ray's raylet starts every worker,
+    the replica included, at ``RAY_worker_niceness``: 15 by default)."""
+    import psutil
+    from ray._private import state
+
+    for actor in state.actors(actor_state_name="ALIVE").values():
+        if "ServeReplica" in str(actor.get("ActorClassName", "")) and actor.get("Pid"):
+            return psutil.Process(actor["Pid"]).nice()
+    return int(os.environ.get("RAY_worker_niceness", "15"))
+
+
 @contextmanager
-def plain_uvicorn(stack: dict[str, str]) -> Iterator[tuple[str, int]]:
+def plain_uvicorn(stack: dict[str, str], *, nice: int = 0) -> Iterator[tuple[str, int]]:
     """The same FastAPI app under plain uvicorn (the baselines' front door), on the
     stack's database and Redis and joined to its Ray cluster (so it does not start
-    a Ray instance of its own). Yields ``(base_url, pid)``."""
+    a Ray instance of its own). ``nice``: its scheduling niceness (pass
+    ``serve_replica_niceness()`` to give it the Serve replica's CPU priority).
+    Yields ``(base_url, pid)``."""
     import httpx
     import ray
 
@@ -45,7 +60,7 @@ def plain_uvicorn(stack: dict[str, str]) -> Iterator[tuple[str, int]]:
            "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "troupe.platform.app:create_app", "--port", str(port),
-         "--log-level", "warning"], env=env)
+         "--log-level", "warning"], env=env, preexec_fn=(lambda: os.nice(nice)) if nice else None)
     try:
         deadline = time.monotonic() + 60
         while True:
