@@ -111,6 +111,9 @@ def _mutations():
     def loop_body_not_a_list(n, e):
         find(n, "loop")["data"]["configuration"]["body"] = "lookup"
 
+    def loop_body_repeats_a_node(n, e):
+        find(n, "loop")["data"]["configuration"]["body"] = ["lookup", "lookup"]
+
     def nested_loop(n, e):
         n.append(node("inner", "loop", configuration={"maxIterations": 2, "items": "{{loop.item}}"}))
         e.append(edge("lookup", "inner", eid="lookup-inner"))
@@ -177,6 +180,7 @@ def _mutations():
         ("loop_without_body", loop_without_body, "loop", None, None, None),
         ("invalid_loop_body", loop_body_unknown, "loop", None, None, None),
         ("invalid_config", loop_body_not_a_list, "loop", None, None, None),
+        ("invalid_config", loop_body_repeats_a_node, "loop", None, None, None),
         ("nested_loop", nested_loop, "loop", None, None, None),
         ("cycle_outside_loop_body", cycle_outside_body, "loop", None, None, None),
         ("unknown_operator", unknown_operator, "check", None, None, None),

@@ -225,15 +225,12 @@ def validate_graph(nodes: Any, edges: Any, configuration: Any = None, schedule: 
     # strongly connected component with a cycle is a cycle that avoids them all.
     non_loop = {nid: [t for t in targets if types.get(t) != "loop"]
                 for nid, targets in adjacency.items() if types.get(nid) != "loop"}
-    cyclic = False
-    for component in _strongly_connected(non_loop):
-        first = component[0]
-        if len(component) > 1 or first in non_loop.get(first, []):
-            cyclic = True
-            add(Problem("cycle_without_loop", "cycle through " + " -> ".join(component) +
-                        " does not pass through a loop node", "circular_dependency", node_id=first))
+    bypasses = _cycles(non_loop)
+    for component in bypasses:
+        add(Problem("cycle_without_loop", "cycle through " + " -> ".join(component) +
+                    " does not pass through a loop node", "circular_dependency", node_id=component[0]))
     _check_loop_bodies(loops, types, linked, add)
-    if not cyclic:
+    if not bypasses:
         _check_main_graph_acyclic(types, loops, adjacency, linked, add)
 
     for nid, ntype in types.items():
@@ -317,7 +314,7 @@ def _check_node(node: dict, nid: str, ntype: str, limits: Limits, add) -> None:
             else:
                 _check_conditions(config["while"], "configuration.while", bad)
         if "body" in config and not _is_id_list(config["body"]):
-            bad("invalid_config", "configuration.body must be a list of node ids")
+            bad("invalid_config", "configuration.body must be a list of distinct node ids")
     elif ntype == "delay":
         seconds = config.get("seconds")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or \
@@ -369,7 +366,8 @@ def _check_conditions(conditions: list, where: str, bad) -> None:
 
 
 def _is_id_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value) and \
+        len(set(value)) == len(value)
 
 
 def _loop_body_readable(node: dict) -> bool:
@@ -387,7 +385,7 @@ def _check_loop_bodies(loops: dict[str, dict], types: dict[str, str], edges: lis
         if not body:
             add(Problem("loop_without_body", f"loop node {lid!r} has no body: no node lies on a cycle back to it "
                         "(or list them in configuration.body)", "missing_connection", node_id=lid))
-        for nid in dict.fromkeys(body):
+        for nid in body:
             if nid not in types:
                 add(Problem("invalid_loop_body", f"loop node {lid!r}: configuration.body names unknown node "
                             f"{nid!r}", "invalid_config", node_id=lid))
@@ -402,12 +400,10 @@ def _check_main_graph_acyclic(types: dict[str, str], loops: dict[str, dict], adj
     are not all in its ``configuration.body`` would never be scheduled."""
     owned = graph.body_nodes(list(loops.values()), edges)
     main = {nid: [t for t in adjacency[nid] if t not in owned] for nid in types if nid not in owned}
-    for component in _strongly_connected(main):
-        first = component[0]
-        if len(component) > 1 or first in main[first]:
-            add(Problem("cycle_outside_loop_body", "cycle through " + " -> ".join(component) + " lies outside "
-                        "every loop body: list its nodes in the loop's configuration.body", "circular_dependency",
-                        node_id=first))
+    for component in _cycles(main):
+        add(Problem("cycle_outside_loop_body", "cycle through " + " -> ".join(component) + " lies outside "
+                    "every loop body: list its nodes in the loop's configuration.body", "circular_dependency",
+                    node_id=component[0]))
 
 
 # --------------------------------------------------------------------------- configuration, schedule
@@ -457,6 +453,11 @@ def _reachable(starts: list[str], adjacency: dict[str, list[str]]) -> set[str]:
                 seen.add(nxt)
                 stack.append(nxt)
     return seen
+
+
+def _cycles(adjacency: dict[str, list[str]]) -> list[list[str]]:
+    """The strongly connected components that hold a cycle (a self-loop included)."""
+    return [c for c in _strongly_connected(adjacency) if len(c) > 1 or c[0] in adjacency.get(c[0], [])]
 
 
 def _strongly_connected(adjacency: dict[str, list[str]]) -> list[list[str]]:
