@@ -280,13 +280,38 @@ def scenario_stack(kind: str, *, num_cpus: int = 2) -> Iterator[ScenarioStack]:
     with private_backends(root) as backends, \
             devstack.scratch_backends(kind=kind, run_id=run_id, data_root=data_root) as env:
         try:
-            with devstack.serve_stack(env, num_cpus=num_cpus) as base_url:
+            with ExitStack() as ray_stack:
+                base_url = ray_stack.enter_context(_serve_stack_with_retry(env, num_cpus=num_cpus))
                 yield ScenarioStack(base_url=base_url, postgres=backends.postgres, redis=backends.redis, env=env)
         finally:
             # scratch_backends drops the database next: whatever the scenario did, both must be up.
             backends.redis.resume()
             if not backends.postgres.ready():
                 backends.postgres.start()
+
+
+@contextmanager
+def _serve_stack_with_retry(env: dict[str, str], *, num_cpus: int) -> Iterator[str]:
+    """Ray gives a new node 30 s (fixed) to register; on a machine shared with other
+    test runs that can run out. One more try then, not a failed test."""
+    import ray
+
+    from troupe.infra import devstack
+
+    for attempt in (1, 2):
+        manager = devstack.serve_stack(env, num_cpus=num_cpus)
+        try:
+            base_url = manager.__enter__()
+        except Exception as exc:
+            if attempt == 2 or "timed out during startup" not in str(exc):
+                raise
+            with suppress(Exception):
+                ray.shutdown()
+            continue
+        with ExitStack() as entered:
+            entered.push(manager)  # already entered: only its exit (Serve and Ray shut down) is due
+            yield base_url
+        return
 
 
 def print_report(report: dict[str, Any]) -> None:
