@@ -22,6 +22,8 @@ os.environ.setdefault("TROUPE_MAX_BODY_BYTES", "262144")
 # The test deployment admits loopback for local webhook/tool targets (tests/test_engine_outbound.py);
 # production keeps the empty default.
 os.environ.setdefault("TROUPE_OUTBOUND_ALLOWLIST", '["127.0.0.1"]')
+# Test-only node behaviour (injected faults) is a plugin of the suite's, loaded by every worker.
+os.environ.setdefault("TROUPE_NODE_PLUGINS", "tests.utils.fault_nodes")
 
 pytest_plugins = ["tests.utils.fixtures"]
 

@@ -76,6 +76,23 @@ async def call(name: str, method: str, *args: Any, **kwargs: Any) -> Any:
         return await getattr(handle(name), method).remote(*args, **kwargs)
 
 
+def tell(name: str, method: str, *args: Any, **kwargs: Any) -> None:
+    """Fire and forget: submit the call and return without waiting for the actor (a hot
+    path's hand-over whose loss is repaired elsewhere). A handle found dead is dropped."""
+    try:
+        ref = getattr(handle(name), method).remote(*args, **kwargs)
+    except _DEAD:
+        forget(name)
+        ref = getattr(handle(name), method).remote(*args, **kwargs)
+    cached = _handles.get(name)
+
+    def check(done: Any) -> None:  # a dead actor shows on the result: the next call re-activates it
+        if done.exception() is not None and _handles.get(name) is cached:
+            forget(name)
+
+    ref.future().add_done_callback(check)
+
+
 def call_sync(name: str, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
     """Call ``method`` on the actor ``name`` from a (synchronous) Ray task."""
     if name.startswith("agent:"):

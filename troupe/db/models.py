@@ -351,6 +351,9 @@ class Task(_Model):
     run_state: Mapped[dict[str, Any]] = _jsonb(nullable=False)  # engine bookkeeping
     scheduled_at: Mapped[datetime | None] = _ts()
     queued_at: Mapped[datetime | None] = _ts()
+    # The driving lease: every driver write is fenced on the epoch it claimed (troupe.engine.records).
+    lease_epoch: Mapped[int] = mapped_column(Integer, server_default=_ZERO, nullable=False)
+    lease_expires_at: Mapped[datetime | None] = _ts()
 
     __table_args__ = (
         Index("idx_tasks_company_id", "company_id"),
@@ -364,6 +367,7 @@ class Task(_Model):
         Index("idx_tasks_created_at", "created_at"),
         Index("idx_tasks_tags", "tags", postgresql_using="gin"),
         Index("idx_tasks_company_status_priority_created", "company_id", "status", "priority", "created_at"),
+        Index("idx_tasks_running_lease", "lease_expires_at", postgresql_where=text("status = 'running'")),
     )
 
 

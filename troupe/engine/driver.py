@@ -1,10 +1,17 @@
 """The run driver: executes one task's workflow graph, one Ray task per node execution.
 
-It runs as an asyncio task inside the company's CompanyActor, which admitted
-the run. It holds no state that is not in Postgres: on every start it rebuilds
-the run from the task's ``task_executions`` rows (completed nodes are reused,
-never re-executed), so resume after pause, wake-up after a parked delay,
-retry from a step and recovery after the driver's actor died are one code path.
+It runs as an asyncio task inside the company's CompanyActor, which admitted the
+run and holds its lease (epoch). It holds no state that is not in Postgres: on
+every start it rebuilds the run from the task's ``task_executions`` rows (completed
+nodes are reused, never re-executed), so resume after pause, wake-up after a
+parked delay, retry from a step and recovery after a lost driver are one code path.
+
+Records go through the run's ``Ledger`` (troupe.engine.records): attempts started
+and finished, their logs and the task's progress are buffered and written with
+one fenced statement per wave, always before any node downstream is submitted.
+Outages of Postgres or Redis are waited out; any other exception fails the run
+(SYS_001, reason logged) instead of stranding it; a lost lease stops the driver
+without writing anything more.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from troupe.db import models
 from troupe.db.session import session_scope
 from troupe.engine import graph as g
 from troupe.engine import records, templates
-from troupe.engine.nodes import PARK_AFTER_SECONDS, execute_node, mask_sealed
+from troupe.engine.contract import SIDE_EFFECT_TYPES, NodeResult, NodeSpec, ToolSpec
+from troupe.engine.nodes import PARK_AFTER_SECONDS, delay_seconds, execute_node, mask_sealed
+from troupe.engine.records import Fenced, Ledger, durable
 from troupe.timeutil import utcnow
 
 log = logging.getLogger("troupe.engine")
-SIDE_EFFECTS = frozenset({"webhook", "email"})
 DEFAULT_NODE_TIMEOUT = 300.0
 DEFAULT_WORKFLOW_TIMEOUT = 3600.0
 
@@ -81,16 +89,23 @@ def single_agent_graph(task: models.Task) -> tuple[list[dict[str, Any]], list[di
 
 
 class RunDriver:
-    def __init__(self, task_id: uuid.UUID, control: RunControl) -> None:
+    def __init__(self, task_id: uuid.UUID, control: RunControl, epoch: int = 0) -> None:
         self.task_id = task_id
         self.control = control
+        self.epoch = epoch
+        self.ledger = Ledger(task_id, epoch)
         self.outcomes: dict[str, Outcome] = {}
         self.completed: dict[tuple[str, int], Any] = {}
         self.final_failures: dict[tuple[str, int], dict[str, Any]] = {}
         self.parked_rows: dict[tuple[str, int], tuple[uuid.UUID, Any]] = {}
         self.loop_ctx: dict[str, Any] = {}
-        self.tools: dict[str, dict[str, Any]] = {}
-        self.done_count = 0
+        self.tools: dict[str, ToolSpec] = {}
+        self.tokens = 0
+        self.cost = 0.0
+        # Group commit: writers buffered up to ``_wanted`` are on disk up to ``_written``.
+        self._wanted = 0
+        self._written = 0
+        self._commit_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ loading
     async def _load(self) -> None:
@@ -117,6 +132,8 @@ class RunDriver:
                 meta = row.meta or {}
                 if row.status == "completed":
                     self.completed[key] = row.output
+                    self.tokens += int(meta.get("tokensUsed") or 0)
+                    self.cost += float(meta.get("cost") or 0)
                 elif row.status == "failed" and meta.get("final"):
                     self.final_failures[key] = {"code": meta.get("code"), "message": row.error}
                 elif row.status == "running" and meta.get("wakeAt"):
@@ -125,9 +142,9 @@ class RunDriver:
                     lost.append(row.id)
             if lost:
                 # Attempts whose driver or worker was lost: closed as failed, the node runs again.
-                await session.execute(update(models.TaskExecution).where(models.TaskExecution.id.in_(lost))
-                                      .values(status="failed", error="run driver lost; attempt abandoned",
-                                              completed_at=utcnow()))
+                await session.execute(update(models.TaskExecution).where(
+                    models.TaskExecution.id.in_(lost), models.TaskExecution.status.in_(("running", "pending")))
+                    .values(status="failed", error="run driver lost; attempt abandoned", completed_at=utcnow()))
             tool_ids = {str((n.get("data") or {}).get("toolId")) for n in self.nodes
                         if n.get("type") == "tool" and (n.get("data") or {}).get("toolId")}
             for tid in tool_ids:
@@ -136,22 +153,41 @@ class RunDriver:
                 except ValueError:
                     tool = None
                 if tool is not None:
-                    self.tools[tid] = {"id": tid, "type": tool.type, "configuration": tool.configuration or {},
-                                       "schema": tool.schema or {}}
+                    self.tools[tid] = ToolSpec(id=tid, type=tool.type, configuration=tool.configuration or {},
+                                               schema=tool.schema or {})
+        self.ledger.company_id, self.ledger.user_id = self.task.company_id, self.task.created_by
         self.by_id = {n["id"]: n for n in self.nodes}
         self.owners = g.body_nodes(self.nodes, self.edges)
         self.main = [n["id"] for n in self.nodes if n["id"] not in self.owners]
         self.incoming = {nid: [e for e in self.edges if e.get("target") == nid and e.get("source") in self.main]
                          for nid in self.main}
+        self.outgoing_error = {e.get("source") for e in self.edges if e.get("type") == "error"}
         self.strategy = self.config.get("strategy", "hybrid")
         self.error_handling = self.config.get("errorHandling", "stop")
         self.policy = dict(self.config.get("retryPolicy") or {})
         state = dict(self.task.run_state or {})
         self.variables = {**(self.config.get("variables") or {}), **(state.get("variables") or {})}
-        timeout = float(self.config.get("timeout") or DEFAULT_WORKFLOW_TIMEOUT)
+        try:
+            timeout = float(self.config.get("timeout") or DEFAULT_WORKFLOW_TIMEOUT)
+        except (TypeError, ValueError):
+            raise RunFailed("BIZ_001", f"workflow timeout {self.config.get('timeout')!r} is not a number") from None
         started = self.task.started_at or utcnow()
         # Wall-clock since the run first started, parked delays included.
         self.deadline = time.monotonic() + timeout - (utcnow() - started).total_seconds()
+
+    # ------------------------------------------------------------------ records
+    async def commit(self) -> None:
+        """Make everything buffered so far durable. Concurrent callers (a wave of parallel
+        nodes) share one statement: each waits until a flush that includes its writes is done."""
+        self._wanted += 1
+        mine = self._wanted
+        async with self._commit_lock:
+            if self._written >= mine:
+                return
+            await asyncio.sleep(0)  # let the rest of this wave buffer its writes first
+            target = self._wanted
+            await self.ledger.flush()
+            self._written = target
 
     # ------------------------------------------------------------------ context
     def context(self, prev: Any = None) -> dict[str, Any]:
@@ -187,18 +223,30 @@ class RunDriver:
 
     # ------------------------------------------------------------------ running
     async def run(self) -> str:
-        """Returns the final status: completed, failed, cancelled, paused or parked."""
+        """Returns the final status: completed, failed, cancelled, paused, parked or fenced."""
         try:
-            await self._load()
-            status = await self._schedule()
-        except RunFailed as exc:
+            try:
+                await durable(self._load, what=f"run {self.task_id} load")
+                return await self._schedule()
+            except RunFailed as exc:
+                self.control.cancel_nodes()
+                return await self._finish("failed", error={"code": exc.code, "message": exc.message,
+                                                           "nodeId": exc.node_id})
+            except (asyncio.CancelledError, Fenced):
+                raise
+            except Exception as exc:
+                # A bug or an unexpected library error: the run fails with the reason, never stays running.
+                log.exception("run %s: driver error", self.task_id)
+                self.control.cancel_nodes()
+                return await self._finish("failed", error={"code": "SYS_001",
+                                                           "message": f"driver error: {type(exc).__name__}: {exc}"})
+        except Fenced:
             self.control.cancel_nodes()
-            return await self._finish("failed", error={"code": exc.code, "message": exc.message,
-                                                       "nodeId": exc.node_id})
+            log.warning("run %s: lease epoch %d superseded; this driver stops", self.task_id, self.epoch)
+            return "fenced"
         except asyncio.CancelledError:
             self.control.cancel_nodes()
             raise
-        return status
 
     async def _schedule(self) -> str:
         inflight: dict[str, asyncio.Task[Outcome]] = {}
@@ -254,16 +302,19 @@ class RunDriver:
                     continue
                 except asyncio.CancelledError:
                     continue
+                except (Fenced, RunFailed):
+                    for other in inflight.values():
+                        other.cancel()
+                    raise
                 self.outcomes[nid] = outcome
                 if outcome.kind == "failed":
-                    has_error_edge = any(e.get("source") == nid and e.get("type") == "error" for e in self.edges)
-                    if not (self.error_handling == "continue" or has_error_edge):
+                    if not (self.error_handling == "continue" or nid in self.outgoing_error):
                         for other in inflight.values():
                             other.cancel()
                         self.control.cancel_nodes()
                         err = outcome.error or {}
                         raise RunFailed(err.get("code") or "BIZ_004", err.get("message") or "node failed", nid)
-                await self._progress(nid)
+                self._progress(nid)
 
     async def _run_main_node(self, nid: str, prev: Any) -> Outcome:
         node = self.by_id[nid]
@@ -279,7 +330,7 @@ class RunDriver:
         bound = int(cfg.get("maxIterations") or 0)
         items = _as_items(templates.render(cfg["items"], self.context(prev))) if "items" in cfg else None
         if items is not None and not isinstance(items, list):
-            return await self._record_driver_node(node, 0, cfg, Outcome(
+            return self._record_driver_node(node, cfg, Outcome(
                 "failed", error={"code": "BIZ_001", "message": "loop items did not resolve to a list"}))
         order = g.body_order(node, self.edges)
         results: list[Any] = []
@@ -303,24 +354,23 @@ class RunDriver:
                 self.outcomes[bid] = outcome
                 if outcome.kind == "failed" and self.error_handling != "continue":
                     self.loop_ctx = {}
-                    return await self._record_driver_node(node, 0, cfg, Outcome("failed", error=outcome.error))
+                    return self._record_driver_node(node, cfg, Outcome("failed", error=outcome.error))
                 body_prev = outcome.output
             last = body_prev
             results.append(last)
         self.loop_ctx = {}
         output = {"iterations": len(results), "results": results, "boundReached": bound_reached}
-        return await self._record_driver_node(node, 0, cfg, Outcome("ok", output))
+        return self._record_driver_node(node, cfg, Outcome("ok", output))
 
-    async def _record_driver_node(self, node: dict[str, Any], iteration: int, cfg: dict[str, Any],
-                                  outcome: Outcome) -> Outcome:
-        """Loop bookkeeping runs in the driver; it is still recorded like any node."""
-        started = utcnow()
-        exec_id = await records.start_execution(task_id=self.task_id, node_id=node["id"], iteration=iteration,
-                                                attempt=0, input_=mask_sealed(_jsonable(cfg)))
-        meta = {"final": True, "code": (outcome.error or {}).get("code")} if outcome.kind == "failed" else {}
-        await records.finish_execution(exec_id, status="completed" if outcome.kind == "ok" else "failed",
-                                       output=_jsonable(outcome.output),
-                                       error=(outcome.error or {}).get("message"), meta=meta, started=started)
+    def _record_driver_node(self, node: dict[str, Any], cfg: dict[str, Any], outcome: Outcome) -> Outcome:
+        """Loop bookkeeping runs in the driver; it is still recorded like any node (with the next commit)."""
+        failed = outcome.kind == "failed"
+        self.ledger.record(node_id=node["id"], iteration=0, status="failed" if failed else "completed",
+                           input_=mask_sealed(_jsonable(cfg)), output=_jsonable(outcome.output),
+                           error=(outcome.error or {}).get("message"),
+                           meta={"final": True, "code": (outcome.error or {}).get("code")} if failed else {})
+        if not failed:
+            self.completed[(node["id"], 0)] = outcome.output
         return outcome
 
     def _retries(self, cfg: dict[str, Any]) -> int:
@@ -337,11 +387,39 @@ class RunDriver:
             return min(cap, base * (2 ** attempt))
         return min(cap, base * (attempt + 1))
 
-    def _retryable(self, result: dict[str, Any]) -> bool:
+    def _retryable(self, result: NodeResult) -> bool:
         codes = self.policy.get("retryableErrors") or []
         if codes:
-            return result.get("code") in codes
-        return bool(result.get("retryable", True))
+            return result.code in codes
+        return result.retryable
+
+    def _spec_for(self, node: dict[str, Any], iteration: int, prev: Any) -> tuple[NodeSpec, dict[str, Any], int]:
+        """The node's first attempt, with its rendered configuration and retry count. Raises
+        ValueError/TypeError/KeyError for a configuration that renders to something unusable."""
+        nid, kind = node["id"], node.get("type") or ""
+        raw = g.config_of(node)
+        data = node.get("data") or {}
+        conditions = data.get("conditions") or raw.get("conditions")
+        # The full template context only where something reads it: rendering is O(nodes so far).
+        ctx = self.context(prev) if raw or conditions or kind == "condition" else None
+        cfg = templates.render(raw, ctx) if raw and ctx is not None else {}
+        timeout = cfg.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float | str)):
+            raise ValueError(f"timeout must be a number of seconds, got {timeout!r}")
+        timeout_s = float(timeout) if timeout not in (None, "") else DEFAULT_NODE_TIMEOUT
+        if not timeout_s > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        retries = self._retries(cfg)
+        agent_id = data.get("agentId") and str(data.get("agentId"))
+        tool_id = data.get("toolId") and str(data.get("toolId"))
+        context = ({"input": self.task.input, "prev": prev} if kind != "condition"
+                   else _jsonable(ctx))
+        spec = NodeSpec(type=kind, node_id=nid, task_id=str(self.task_id), config=cfg, context=context,
+                        company_id=str(self.task.company_id) if self.task.company_id else None,
+                        iteration=iteration, timeout=timeout_s, agent_id=agent_id, conditions=conditions,
+                        idempotency_key=f"{self.task_id}:{nid}:{iteration}" if kind in SIDE_EFFECT_TYPES else None,
+                        tool=self.tools.get(tool_id or ""))
+        return spec, cfg, retries
 
     async def _run_node(self, node: dict[str, Any], iteration: int, prev: Any) -> Outcome:
         nid, kind = node["id"], node.get("type")
@@ -350,94 +428,88 @@ class RunDriver:
             return Outcome("ok", self.completed[key])
         if key in self.final_failures:
             return Outcome("failed", error=self.final_failures[key])
-        ctx = self.context(prev)
-        cfg = templates.render(g.config_of(node), ctx)
-        data = node.get("data") or {}
-        if kind == "delay":
-            seconds = float(cfg["ms"]) / 1000 if "ms" in cfg else float(cfg.get("seconds", cfg.get("duration", 0)) or 0)
-            if seconds > PARK_AFTER_SECONDS:
-                return await self._delay_parked(nid, iteration, seconds, cfg)
-        agent_id = data.get("agentId") and str(data.get("agentId"))
-        tool_id = data.get("toolId") and str(data.get("toolId"))
-        idem = f"{self.task_id}:{nid}:{iteration}" if kind in SIDE_EFFECTS or kind == "tool" else None
-        timeout = float(cfg.get("timeout") or DEFAULT_NODE_TIMEOUT)
-        retries = self._retries(cfg)
-        step = data.get("label") or nid
-        result: dict[str, Any] = {}
+        try:
+            spec, cfg, retries = self._spec_for(node, iteration, prev)
+            if kind == "delay":
+                seconds = delay_seconds(cfg)
+                if seconds > PARK_AFTER_SECONDS:
+                    return await self._delay_parked(nid, iteration, seconds, cfg)
+        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+            # A configuration that renders to something unusable fails the node, recorded, never the driver.
+            message = f"node {nid} has an invalid configuration: {exc}"
+            self.ledger.record(node_id=nid, iteration=iteration, status="failed", input_=None, error=message,
+                               meta={"final": True, "code": "SYS_001"})
+            self.ledger.log("error", message, node_id=nid, details={"iteration": iteration, "code": "SYS_001"})
+            return Outcome("failed", error={"code": "SYS_001", "message": message})
+        step = (node.get("data") or {}).get("label") or nid
+        recorded_input = mask_sealed(_jsonable(cfg))
+        tool_id = spec.tool.id if spec.tool else None
+        result = NodeResult.fail("SYS_001", "node did not run")
         for attempt in range(retries + 1):
             if self.control.cancel_reason:
                 raise asyncio.CancelledError
-            spec = {"type": kind, "config": cfg, "context": _jsonable(ctx), "taskId": str(self.task_id),
-                    "companyId": str(self.task.company_id) if self.task.company_id else None,
-                    "nodeId": nid, "iteration": iteration, "attempt": attempt, "agentId": agent_id,
-                    "conditions": data.get("conditions") or cfg.get("conditions"), "idempotencyKey": idem,
-                    "tool": self.tools.get(tool_id or ""), "timeout": timeout}
+            spec.attempt = attempt
             started = utcnow()
-            exec_id = await records.start_execution(
-                task_id=self.task_id, node_id=nid, iteration=iteration, attempt=attempt,
-                input_=mask_sealed(_jsonable(cfg)), agent_id=agent_id,
-                tool_id=tool_id if tool_id in self.tools else None, idempotency_key=idem,
-                current_step=step if attempt == 0 else None,
-                log={"company_id": self.task.company_id, "level": "info",
-                     "message": f"node {nid} started (attempt {attempt + 1})",
-                     "details": {"iteration": iteration, "attempt": attempt}})
-            if kind == "tool" and tool_id not in self.tools:
-                result = {"ok": False, "code": "RES_001", "message": "tool not found", "retryable": False}
+            exec_id = self.ledger.start(node_id=nid, iteration=iteration, attempt=attempt, input_=recorded_input,
+                                        agent_id=spec.agent_id, tool_id=tool_id,
+                                        idempotency_key=spec.idempotency_key)
+            self.ledger.log("info", f"node {nid} started (attempt {attempt + 1})", node_id=nid,
+                            details={"iteration": iteration, "attempt": attempt})
+            if attempt == 0:
+                self.ledger.progress.setdefault("step", str(step)[:255])
+            await self.commit()  # the attempt (and what finished before it) is on disk before it runs
+            if kind == "tool" and spec.tool is None:
+                result = NodeResult.fail("RES_001", "tool not found", retryable=False)
             else:
-                result = await self._submit(spec, nid, iteration, attempt, min(timeout, max(
-                    0.01, self.deadline - time.monotonic())))
-            meta = dict(result.get("meta") or {})
-            final = result.get("ok") or attempt >= retries or not self._retryable(result)
-            if not result.get("ok"):
-                meta.update({"code": result.get("code"), "final": bool(final)})
+                result = await self._submit(spec, min(spec.timeout, max(0.01, self.deadline - time.monotonic())))
+            meta = dict(result.meta)
+            final = result.ok or attempt >= retries or not self._retryable(result)
+            if not result.ok:
+                meta.update({"code": result.code, "final": bool(final)})
             meta.setdefault("cacheHit", False)
             duration = int((utcnow() - started).total_seconds() * 1000)
-            if result.get("ok"):
-                log_line = {"level": "info", "message": f"node {nid} completed",
-                            "details": {"iteration": iteration, "attempt": attempt,
-                                        "tokensUsed": meta.get("tokensUsed")}}
+            output = _jsonable(result.output)
+            self.ledger.finish(exec_id, status="completed" if result.ok else "failed", output=output,
+                               error=None if result.ok else f"{result.code}: {result.message}", meta=meta,
+                               started=started)
+            if result.ok:
+                self.ledger.log("info", f"node {nid} completed", node_id=nid, duration=duration,
+                                details={"iteration": iteration, "attempt": attempt,
+                                         "tokensUsed": meta.get("tokensUsed")})
             else:
-                log_line = {"level": "error" if final else "warn",
-                            "message": f"node {nid} failed: {result.get('code')} {result.get('message')}",
-                            "details": {"iteration": iteration, "attempt": attempt, "code": result.get("code")}}
-            recorded = await records.finish_execution(
-                exec_id, status="completed" if result.get("ok") else "failed", output=_jsonable(result.get("output")),
-                error=None if result.get("ok") else f"{result.get('code')}: {result.get('message')}",
-                meta=meta, started=started,
-                log={"task_id": self.task_id, "company_id": self.task.company_id, "node_id": nid,
-                     "duration": duration, **log_line})
-            if kind == "tool" and tool_id in self.tools:
-                await _tool_call(tool_id, self.task, bool(result.get("ok")), duration, result.get("message"))
-            if result.get("ok"):
-                if recorded:
-                    self.completed[key] = result.get("output")
-                return Outcome("ok", result.get("output"))
+                self.ledger.log("error" if final else "warn", f"node {nid} failed: {result.code} {result.message}",
+                                node_id=nid, duration=duration,
+                                details={"iteration": iteration, "attempt": attempt, "code": result.code})
+            if tool_id is not None:
+                self.ledger.tool_call(tool_id=tool_id, ok=result.ok, duration_ms=duration, error=result.message)
+            if result.ok:
+                self.completed[key] = output
+                self.tokens += int(meta.get("tokensUsed") or 0)
+                self.cost += float(meta.get("cost") or 0)
+                return Outcome("ok", output)
             if final:
                 break
             await asyncio.sleep(self._backoff(attempt))
-        return Outcome("failed", error={"code": result.get("code"), "message": result.get("message")})
+        return Outcome("failed", error=result.as_error())
 
-    async def _submit(self, spec: dict[str, Any], nid: str, iteration: int, attempt: int,
-                      limit_s: float) -> dict[str, Any]:
+    async def _submit(self, spec: NodeSpec, limit_s: float) -> NodeResult:
         # TROUPE_NODE_TASK_RESOURCES (JSON, e.g. {"worker": 0.01}) pins node tasks to nodes offering them.
         resources = get_settings().node_task_resources
-        ref = execute_node.options(name=f"node:{self.task_id}:{nid}:{iteration}:{attempt}",
+        ref = execute_node.options(name=f"node:{self.task_id}:{spec.node_id}:{spec.iteration}:{spec.attempt}",
                                    **({"resources": resources} if resources else {})).remote(spec)
         self.control.refs.add(ref)
         try:
             return await asyncio.wait_for(ref, timeout=limit_s)
         except TimeoutError:
             ray.cancel(ref, force=True)
-            return {"ok": False, "code": "SYS_006", "message": f"node timed out after {limit_s:.1f}s",
-                    "retryable": True}
+            return NodeResult.fail("SYS_006", f"node timed out after {limit_s:.1f}s")
         except asyncio.CancelledError:
             ray.cancel(ref, force=True)
             raise
         except ray.exceptions.TaskCancelledError:
             raise asyncio.CancelledError from None
         except ray.exceptions.RayError as exc:
-            return {"ok": False, "code": "SYS_001", "message": f"node task lost: {type(exc).__name__}",
-                    "retryable": True}
+            return NodeResult.fail("SYS_001", f"node task lost: {type(exc).__name__}")
         finally:
             self.control.refs.discard(ref)
 
@@ -447,18 +519,19 @@ class RunDriver:
             exec_id, wake_at = self.parked_rows[key]
         else:
             wake_at = (utcnow() + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
-            exec_id = await records.start_execution(task_id=self.task_id, node_id=nid, iteration=iteration,
-                                                    attempt=0, input_=mask_sealed(_jsonable(cfg)), meta={"wakeAt": wake_at})
+            exec_id = self.ledger.start(node_id=nid, iteration=iteration, attempt=0,
+                                        input_=mask_sealed(_jsonable(cfg)), meta={"wakeAt": wake_at})
             self.parked_rows[key] = (exec_id, wake_at)
         if utcnow().isoformat(timespec="microseconds") < wake_at:
             raise Parked(wake_at)
         output = {"delayedSeconds": seconds, "parked": True}
-        await records.finish_execution(exec_id, status="completed", output=output, meta={"wakeAt": wake_at})
+        self.ledger.finish(exec_id, status="completed", output=output, meta={"wakeAt": wake_at})
         self.completed[key] = output
         return Outcome("ok", output)
 
     # ------------------------------------------------------------------ endings
-    async def _progress(self, nid: str) -> None:
+    def _progress(self, nid: str) -> None:
+        """Progress lands with the next commit; its event goes out at once (never waiting on Redis)."""
         done = len(self.outcomes)
         total = len(self.main)
         now = utcnow()
@@ -466,25 +539,20 @@ class RunDriver:
         elapsed = (now - started).total_seconds()
         eta = now + timedelta(seconds=elapsed / done * (total - done)) if done else None
         progress = min(99, int(done * 100 / max(total, 1)))
-        label = (self.by_id[nid].get("data") or {}).get("label") or nid
-        async with session_scope() as session:
-            tokens, cost = await records.usage(self.task_id, session)
-            task = await session.get(models.Task, self.task_id)
-            if task is None:
-                return
-            task.progress, task.current_step, task.total_steps, task.estimated_completion = progress, label, total, eta
-            self.task = task
-        await records.progress_event(self.task, message=f"{label} {self.outcomes[nid].kind}", tokens=tokens, cost=cost)
+        label = str((self.by_id[nid].get("data") or {}).get("label") or nid)
+        self.ledger.set_progress(progress=progress, step=label, total=total, eta=eta)
+        records.events.put(*_progress_event(self.task, message=f"{label} {self.outcomes[nid].kind}",
+                                            tokens=self.tokens, cost=self.cost, progress=progress,
+                                            status="running", step=label, total=total, eta=eta))
 
-    async def _accounting(self, now: Any) -> dict[str, Any]:
-        tokens, cost = await records.usage(self.task_id)
+    def _accounting(self, now: Any) -> dict[str, Any]:
         meta = dict(self.task.meta or {})
         created = self.task.queued_at or self.task.created_at or now
         started = self.task.started_at or now
-        meta.update({"cost": cost,
-                     "resourceUsage": {**(meta.get("resourceUsage") or {}), "tokens": tokens,
-                                       "cpu": meta.get("resourceUsage", {}).get("cpu", 0),
-                                       "memory": meta.get("resourceUsage", {}).get("memory", 0)},
+        usage = meta.get("resourceUsage") or {}
+        meta.update({"cost": round(self.cost, 6),
+                     "resourceUsage": {**usage, "tokens": self.tokens, "cpu": usage.get("cpu", 0),
+                                       "memory": usage.get("memory", 0)},
                      "performance": {"queueTime": int(max(0, (started - created).total_seconds()) * 1000),
                                      "executionTime": int((now - started).total_seconds() * 1000),
                                      "totalTime": int((now - created).total_seconds() * 1000)}})
@@ -508,34 +576,36 @@ class RunDriver:
     async def _finish(self, status: str, *, output: Any = None, error: dict[str, Any] | None = None) -> str:
         now = utcnow()
         if not hasattr(self, "task"):
+            # Failed before the run could be loaded: still never left running.
+            self.task = None  # type: ignore[assignment]
+            values: dict[str, Any] = {"status": status, "completed_at": now,
+                                      "error": {**(error or {}), "recoverable": True, "retryCount": 0},
+                                      "lease_expires_at": None}
+            await records.fenced_task_update(self.task_id, self.epoch, **values)
             return status
-        meta = await self._accounting(now)
-        values: dict[str, Any] = {"status": status, "completed_at": now, "meta": meta,
-                                  "execution_time": meta["performance"]["executionTime"],
-                                  "run_state": {**(self.task.run_state or {}), "parkedUntil": None}}
+        level = "info" if status == "completed" else "error"
+        self.ledger.log(level, f"task {status}" + (f": {error.get('message')}" if error else ""),
+                        details={"error": error} if error else {})
+        await self.commit()  # the last completions and the log line land before the run is finished
+        meta = self._accounting(now)
+        values = {"status": status, "completed_at": now, "meta": meta, "lease_expires_at": None,
+                  "execution_time": meta["performance"]["executionTime"],
+                  "run_state": {**(self.task.run_state or {}), "parkedUntil": None}}
         if status == "completed":
             values.update(output=output, progress=100, error=None, estimated_completion=None)
         else:
             retry_count = int((self.task.error or {}).get("retryCount", 0)) if isinstance(self.task.error, dict) else 0
             values["error"] = {**(error or {}), "recoverable": status != "cancelled", "retryCount": retry_count}
-        async with session_scope() as session:
-            # Only a run still owned by this driver may finish it (cancel may have won the race).
-            result = await session.execute(update(models.Task).where(
-                models.Task.id == self.task_id, models.Task.status == "running").values(**values)
-                .returning(models.Task))
-            task = result.scalar_one_or_none()
+        # Only a run still running under this driver's lease may finish it (cancel may have won the race).
+        task = await records.fenced_task_update(self.task_id, self.epoch, **values)
         if task is None:
             return "cancelled"
         self.task = task
-        level = "info" if status == "completed" else "error"
-        await records.write_log(task_id=self.task_id, company_id=task.company_id, level=level,
-                                message=f"task {status}" + (f": {error.get('message')}" if error else ""),
-                                details={"error": error} if error else {}, duration=task.execution_time)
-        await records.progress_event(task, message=f"task {status}", tokens=meta["resourceUsage"]["tokens"],
-                                     cost=meta["cost"])
-        await records.notify(task.created_by, level="success" if status == "completed" else "error",
-                             title=f"Task {status}", message=f"{task.name} {status}",
-                             data={"taskId": str(task.id)})
+        records.events.put(*_progress_event(task, message=f"task {status}", tokens=self.tokens, cost=self.cost))
+        # The creator's notice does not hold the run's slot.
+        _background(records.notify(task.created_by, level="success" if status == "completed" else "error",
+                                   title=f"Task {status}", message=f"{task.name} {status}",
+                                   data={"taskId": str(task.id)}))
         return status
 
     async def _cancel(self, inflight: dict[str, asyncio.Task[Outcome]]) -> str:
@@ -543,35 +613,42 @@ class RunDriver:
             fut.cancel()
         self.control.cancel_nodes()
         await asyncio.gather(*inflight.values(), return_exceptions=True)
+        try:
+            await self.commit()  # what completed before the cancel stays recorded
+        except Fenced:
+            pass
         return "cancelled"
 
     async def _pause(self) -> str:
-        async with session_scope() as session:
-            result = await session.execute(update(models.Task).where(
-                models.Task.id == self.task_id, models.Task.status == "running").values(status="paused")
-                .returning(models.Task))
-            task = result.scalar_one_or_none()
+        self.ledger.log("info", "task paused at a node boundary")
+        await self.commit()
+        task = await records.fenced_task_update(self.task_id, self.epoch, status="paused", lease_expires_at=None)
         if task is not None:
-            await records.write_log(task_id=self.task_id, company_id=task.company_id, level="info",
-                                    message="task paused at a node boundary")
             await records.progress_event(task, message="paused")
         return "paused"
 
     async def _park(self, wake_at: Any) -> str:
+        self.ledger.log("info", f"run parked until {wake_at} (long delay)")
+        await self.commit()
         state = {**(self.task.run_state or {}), "parkedUntil": wake_at}
-        await records.update_task(self.task_id, run_state=state)
-        await records.write_log(task_id=self.task_id, company_id=self.task.company_id, level="info",
-                                message=f"run parked until {wake_at} (long delay)")
+        # A parked run holds no lease: the CompanyActor re-claims it when it is due.
+        await records.fenced_task_update(self.task_id, self.epoch, run_state=state, lease_expires_at=None)
         return "parked"
 
 
-async def _tool_call(tool_id: str, task: models.Task, ok: bool, duration: int, error: str | None) -> None:
-    async with session_scope() as session:
-        session.add(models.ToolCall(tool_id=uuid.UUID(tool_id), company_id=task.company_id, task_id=task.id,
-                                    user_id=task.created_by, success=ok, duration_ms=duration,
-                                    error=None if ok else error))
-        await session.execute(update(models.Tool).where(models.Tool.id == uuid.UUID(tool_id))
-                              .values(last_used_at=utcnow()))
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _background(coro: Any) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def _progress_event(task: Any, **fields: Any) -> tuple[list[str], str, dict[str, Any], str | None, None]:
+    company = str(task.company_id) if task.company_id else None
+    rooms = [f"task:{task.id}"] + ([f"company:{company}"] if company else [])
+    return rooms, "task:progress", records.progress_payload(task, **fields), company, None
 
 
 def _as_items(value: Any) -> Any:

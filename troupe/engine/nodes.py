@@ -41,24 +41,28 @@ webhook and email nodes; every opened value is replaced by ``********`` in the
 node's output and error message, and the driver records inputs with sealed
 values masked.
 
-Every node accepts ``timeout`` (seconds), ``retries`` (overrides the policy's
-maxRetries) and, for tests, ``simulateFailAttempts``/``simulateError``/``sleep``.
+Every node accepts ``timeout`` (seconds) and ``retries`` (overrides the policy's
+maxRetries). Handlers are registered per type (``node_handler``); extra handler
+modules load from ``TROUPE_NODE_PLUGINS`` (the test suite wraps types this way).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import json
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
 
 from troupe.engine import templates
 from troupe.engine.calculator import calculate
+from troupe.engine.contract import NodeResult, NodeSpec, ToolSpec
 
 PARK_AFTER_SECONDS = 2.0
 MASK = "********"
@@ -128,106 +132,138 @@ class Secrets:
             return [self.scrub(v) for v in value]
         return value
 
-    def scrub_result(self, result: dict[str, Any]) -> dict[str, Any]:
+    def scrub_result(self, result: NodeResult) -> NodeResult:
         if self.opened:
-            for key in ("output", "message"):
-                if key in result:
-                    result[key] = self.scrub(result[key])
+            result.output = self.scrub(result.output)
+            result.message = self.scrub(result.message)
         return result
 
 
-def failure(code: str, message: str, *, retryable: bool = True) -> dict[str, Any]:
-    return {"ok": False, "code": code, "message": message, "retryable": retryable}
+def failure(code: str, message: str, *, retryable: bool = True) -> NodeResult:
+    return NodeResult.fail(code, message, retryable=retryable)
 
 
-def success(output: Any, **meta: Any) -> dict[str, Any]:
-    return {"ok": True, "output": output, "meta": meta}
+def success(output: Any, **meta: Any) -> NodeResult:
+    return NodeResult.success(output, **meta)
+
+
+# ---------------------------------------------------------------- handlers, one per node type
+NodeHandler = Callable[[NodeSpec], NodeResult]
+_HANDLERS: dict[str, NodeHandler] = {}
+_plugins_loaded = False
+
+
+def node_handler(*types: str) -> Callable[[NodeHandler], NodeHandler]:
+    """Register the handler of these node types (a later registration replaces an earlier one)."""
+    def register(fn: NodeHandler) -> NodeHandler:
+        for type_ in types:
+            _HANDLERS[type_] = fn
+        return fn
+
+    return register
+
+
+def handler_for(type_: str) -> NodeHandler | None:
+    """The handler of ``type_``. Modules named in ``TROUPE_NODE_PLUGINS`` (comma-separated)
+    are imported first, once per process, so a deployment (or a test suite) can add or wrap
+    handlers in every worker without touching this module."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        for module in filter(None, (m.strip() for m in os.environ.get("TROUPE_NODE_PLUGINS", "").split(","))):
+            importlib.import_module(module)
+    return _HANDLERS.get(type_)
 
 
 @ray.remote(num_cpus=0.05, max_retries=3, retry_exceptions=False)
-def execute_node(spec: dict[str, Any]) -> dict[str, Any]:
-    from troupe.db.session import set_pool
-
-    set_pool("none")  # worker processes are many and reused: no idle pooled connections
+def execute_node(spec: NodeSpec) -> NodeResult:
+    """One node attempt. Never raises for an application failure: a bug or an
+    unexpected library error is still a recorded (non-retryable) failure."""
     started = time.perf_counter()
-    try:
-        result = _dispatch(spec)
-    except Exception as exc:  # a bug or an unexpected library error is still a recorded failure
-        result = failure("SYS_001", f"{type(exc).__name__}: {exc}", retryable=False)
-    result.setdefault("meta", {})["durationMs"] = int((time.perf_counter() - started) * 1000)
-    result["meta"]["pid"] = os.getpid()
+    handler = handler_for(spec.type)
+    if handler is None:
+        result = failure("BIZ_001", f"node type {spec.type!r} cannot be executed", retryable=False)
+    else:
+        try:
+            result = handler(spec)
+        except Exception as exc:
+            result = failure("SYS_001", f"{type(exc).__name__}: {exc}", retryable=False)
+    result.meta["durationMs"] = int((time.perf_counter() - started) * 1000)
+    result.meta["pid"] = os.getpid()
     return result
 
 
-def _injected(spec: dict[str, Any]) -> dict[str, Any] | None:
-    config = spec.get("config") or {}
-    if config.get("sleep"):
-        time.sleep(float(config["sleep"]))
-    if config.get("simulateError"):
-        return failure(str(config["simulateError"]), "[simulated] injected failure")
-    if spec.get("attempt", 0) < int(config.get("simulateFailAttempts", 0) or 0) and spec["type"] != "agent":
-        return failure("SYS_003", f"[simulated] injected failure on attempt {spec.get('attempt', 0)}")
-    return None
+@node_handler("input")
+def _input(spec: NodeSpec) -> NodeResult:
+    return success(spec.config["value"] if "value" in spec.config else spec.context.get("input"))
 
 
-def _dispatch(spec: dict[str, Any]) -> dict[str, Any]:
-    injected = _injected(spec)
-    if injected is not None:
-        return injected
-    kind, config, context = spec["type"], spec.get("config") or {}, spec.get("context") or {}
-    if kind == "input":
-        return success(config["value"] if "value" in config else context.get("input"))
-    if kind == "output":
-        return success(config["value"] if "value" in config else context.get("prev"))
-    if kind == "condition":
-        try:
-            return success({"result": templates.evaluate(spec.get("conditions") or [], context)})
-        except ValueError as exc:
-            return failure("BIZ_001", str(exc), retryable=False)
-    if kind == "delay":
-        seconds = _delay_seconds(config)
-        time.sleep(seconds)
-        return success({"delayedSeconds": seconds})
-    if kind == "agent":
-        return _agent(spec, config, context)
-    if kind == "tool":
-        return run_tool(spec.get("tool") or {}, config.get("input", {}), idempotency_key=spec.get("idempotencyKey"))
-    if kind in SECRET_NODE_TYPES:
-        secrets = Secrets()
-        try:
-            opened = secrets.open(config)
-        except SecretError as exc:
-            return failure("BIZ_003", str(exc), retryable=False)
-        if kind == "webhook":
-            result = _webhook(opened, spec.get("idempotencyKey"), remember=True)
-        else:
-            result = asyncio.run(_email(opened, spec.get("idempotencyKey")))
-        return secrets.scrub_result(result)
-    return failure("BIZ_001", f"node type {kind!r} cannot be executed", retryable=False)
+@node_handler("output")
+def _output(spec: NodeSpec) -> NodeResult:
+    return success(spec.config["value"] if "value" in spec.config else spec.context.get("prev"))
 
 
-def _delay_seconds(config: dict[str, Any]) -> float:
+@node_handler("condition")
+def _condition(spec: NodeSpec) -> NodeResult:
+    try:
+        return success({"result": templates.evaluate(spec.conditions or [], spec.context)})
+    except ValueError as exc:
+        return failure("BIZ_001", str(exc), retryable=False)
+
+
+@node_handler("delay")
+def _delay(spec: NodeSpec) -> NodeResult:
+    seconds = delay_seconds(spec.config)
+    time.sleep(seconds)
+    return success({"delayedSeconds": seconds})
+
+
+@node_handler("tool")
+def _tool(spec: NodeSpec) -> NodeResult:
+    if spec.tool is None:
+        return failure("RES_001", "tool not found", retryable=False)
+    return run_tool(spec.tool, spec.config.get("input", {}), idempotency_key=spec.idempotency_key)
+
+
+@node_handler("webhook", "email")
+def _outbound(spec: NodeSpec) -> NodeResult:
+    secrets = Secrets()
+    try:
+        opened = secrets.open(spec.config)
+    except SecretError as exc:
+        return failure("BIZ_003", str(exc), retryable=False)
+    if spec.type == "webhook":
+        result = _webhook(opened, spec.idempotency_key, remember=True)
+    else:
+        result = asyncio.run(_email(opened, spec.idempotency_key))
+    return secrets.scrub_result(result)
+
+
+def delay_seconds(config: dict[str, Any]) -> float:
     if "ms" in config:
         return max(0.0, float(config["ms"]) / 1000)
     return max(0.0, float(config.get("seconds", config.get("duration", 0)) or 0))
 
 
-def _agent(spec: dict[str, Any], config: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+@node_handler("agent")
+def _agent(spec: NodeSpec) -> NodeResult:
     from troupe.actors import handles
 
-    agent_id = spec.get("agentId")
+    config = spec.config
     prompt = config.get("prompt")
     if prompt is None:
-        prev = context.get("prev")
+        prev = spec.context.get("prev")
         prompt = prev if isinstance(prev, str) else json.dumps(prev, default=str)
-    timeout = float(spec.get("timeout") or 300)
+    timeout = float(spec.timeout)
+    # The simulated provider's own options (latency, failures) are passed through; real providers ignore them.
     request = {"prompt": str(prompt), "system": config.get("system"), "temperature": config.get("temperature"),
-               "maxTokens": config.get("maxTokens"), "taskId": spec.get("taskId"), "timeout": timeout,
-               "extra": {"attempt": spec.get("attempt", 0),
+               "maxTokens": config.get("maxTokens"), "taskId": spec.task_id, "companyId": spec.company_id,
+               "timeout": timeout,
+               "extra": {"attempt": spec.attempt,
                          **{k: config[k] for k in ("simulatedLatencyMs", "simulateFailAttempts", "simulateError")
                             if k in config}}}
-    if agent_id:
-        return handles.call_sync(handles.agent_name(agent_id), "complete", request, timeout=timeout + 5)
+    if spec.agent_id:
+        return handles.call_sync(handles.agent_name(spec.agent_id), "complete", request, timeout=timeout + 5)
     provider, model = config.get("provider"), config.get("model")
     if not (isinstance(provider, str) and provider.strip() and isinstance(model, str) and model.strip()):
         return failure("BIZ_001", "agent node needs data.agentId or an inline configuration.provider and "
@@ -235,7 +271,7 @@ def _agent(spec: dict[str, Any], config: dict[str, Any], context: dict[str, Any]
     return asyncio.run(_inline_agent(spec, config, request))
 
 
-async def _inline_agent(spec: dict[str, Any], config: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+async def _inline_agent(spec: NodeSpec, config: dict[str, Any], request: dict[str, Any]) -> NodeResult:
     """An agent node configured inline: no agent row and no AgentActor (no memory, no
     performance counters); the provider is called from this node task."""
     from troupe.infra import ratelimit
@@ -252,7 +288,7 @@ async def _inline_agent(spec: dict[str, Any], config: dict[str, Any], request: d
         provider = get_provider(name, config=config)
         if per_minute > 0:
             # Cluster-wide per company and provider: inline nodes have no agent whose limit would apply.
-            key = f"inline:{spec.get('companyId') or '-'}:{name}:requests"
+            key = f"inline:{spec.company_id or '-'}:{name}:requests"
             while True:
                 decision = await ratelimit.hit(key, limit=per_minute, window_seconds=60)
                 if decision.allowed:
@@ -283,12 +319,12 @@ async def _inline_agent(spec: dict[str, Any], config: dict[str, Any], request: d
                    cacheHit=False, responseTime=elapsed, simulated=result.simulated, inline=True)
 
 
-def run_tool(tool: dict[str, Any], tool_input: Any, *, idempotency_key: str | None = None) -> dict[str, Any]:
+def run_tool(tool: ToolSpec, tool_input: Any, *, idempotency_key: str | None = None) -> NodeResult:
     """Executes a tool (also used by ``POST /api/tools/:id/test``). Sealed credentials
     and headers are opened here, for this call only, and scrubbed from the result."""
     secrets = Secrets()
     try:
-        opened = secrets.open({"configuration": tool.get("configuration") or {}, "input": tool_input})
+        opened = secrets.open({"configuration": tool.configuration or {}, "input": tool_input})
     except SecretError as exc:
         return failure("BIZ_003", str(exc), retryable=False)
     return secrets.scrub_result(_run_tool(tool, opened["configuration"], opened["input"], idempotency_key))
@@ -327,9 +363,9 @@ def _auth_headers(auth: Any) -> dict[str, str]:
     raise ValueError(f"authentication type {kind!r} is not supported")
 
 
-def _run_tool(tool: dict[str, Any], configuration: dict[str, Any], tool_input: Any,
-              idempotency_key: str | None) -> dict[str, Any]:
-    kind = str(tool.get("type", "")).lower()
+def _run_tool(tool: ToolSpec, configuration: dict[str, Any], tool_input: Any,
+              idempotency_key: str | None) -> NodeResult:
+    kind = str(tool.type or "").lower()
     if kind == "calculator":
         expression = tool_input.get("expression") if isinstance(tool_input, dict) else tool_input
         try:
@@ -350,7 +386,7 @@ def _run_tool(tool: dict[str, Any], configuration: dict[str, Any], tool_input: A
     return failure("BIZ_003", f"tool type {kind!r} has no runtime in this deployment", retryable=False)
 
 
-def _webhook(config: dict[str, Any], idempotency_key: str | None, *, remember: bool = False) -> dict[str, Any]:
+def _webhook(config: dict[str, Any], idempotency_key: str | None, *, remember: bool = False) -> NodeResult:
     from troupe.infra import outbound
     url = config.get("url")
     if not url:
@@ -366,7 +402,7 @@ def _webhook(config: dict[str, Any], idempotency_key: str | None, *, remember: b
     return asyncio.run(send)
 
 
-async def _remembered(idempotency_key: str, send: Any) -> dict[str, Any]:
+async def _remembered(idempotency_key: str, send: Any) -> NodeResult:
     """A webhook delivered once per key: a re-run returns the stored answer instead of sending."""
     from troupe.infra.redis import close_redis, get_redis, rkey
 
@@ -377,15 +413,15 @@ async def _remembered(idempotency_key: str, send: Any) -> dict[str, Any]:
             send.close()
             return success({**json.loads(stored), "duplicate": True}, duplicate=True)
         result = await send
-        if result.get("ok"):
-            await get_redis().set(key, json.dumps(result["output"], default=str), ex=7 * 86400)
+        if result.ok:
+            await get_redis().set(key, json.dumps(result.output, default=str), ex=7 * 86400)
         return result
     finally:
         await close_redis()
 
 
 async def _send_http(outbound: Any, method: str, url: str, headers: dict[str, str], body: Any,
-                     limit_s: float | None = None) -> dict[str, Any]:
+                     limit_s: float | None = None) -> NodeResult:
     try:
         response = await outbound.request(method, url, headers=headers, timeout=limit_s,
                                            json=body if method not in ("GET", "DELETE") else None)
@@ -403,7 +439,7 @@ async def _send_http(outbound: Any, method: str, url: str, headers: dict[str, st
     return success({"status": status, "body": payload})
 
 
-async def _email(config: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+async def _email(config: dict[str, Any], idempotency_key: str | None) -> NodeResult:
     from troupe.infra.mail import send_mail
     from troupe.infra.redis import close_redis, get_redis, rkey
     to, subject, body = config.get("to"), config.get("subject", ""), config.get("body", "")

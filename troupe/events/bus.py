@@ -124,3 +124,19 @@ async def oldest_retained(rooms: list[str]) -> str | None:
         results = await pipe.execute()
     firsts = [entries[0][0] for entries in results if entries]
     return min(firsts, key=stream_id_key) if firsts else None
+
+
+async def publish_many(events: list[tuple[list[str], str, dict[str, Any], str | None, str | None]]) -> None:
+    """Publish ``(rooms, type, payload, company_id, user_id)`` events in one pipeline
+    (one round trip), each exactly as ``publish`` would."""
+    if not events:
+        return
+    retention_ms = max(1000, int(get_settings().ws_replay_retention.total_seconds() * 1000))
+    redis = get_redis()
+    async with redis.pipeline(transaction=False) as pipe:
+        for rooms, type_, payload, company_id, user_id in events:
+            event = make_event(type_, payload, user_id=user_id, company_id=company_id)
+            pipe.eval(_PUBLISH, 2 + len(rooms), sequence_key(), fanout_channel(), *(stream_key(r) for r in rooms),
+                      retention_ms, STREAM_MAXLEN, json.dumps(event, default=str, separators=(",", ":")),
+                      json.dumps(rooms))
+        await pipe.execute()

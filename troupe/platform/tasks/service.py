@@ -205,9 +205,16 @@ def workflow_problems(workflow: models.Workflow) -> list[dict[str, Any]]:
     return found
 
 
-async def wake(company_id: uuid.UUID | None) -> None:
-    if company_id is not None:
-        await handles.call(handles.company_name(str(company_id)), "submit")
+async def wake(task: models.Task) -> None:
+    """Hand the queued task to its company's actor without waiting for it: the row is
+    committed as queued, so if the hand-over is lost the actor's own scan (or the
+    recovery sweep, which activates it) still finds it."""
+    if task.company_id is None:
+        return
+    entry = {"id": str(task.id), "priority": task.priority, "queuedAt": task.queued_at.isoformat()
+             if task.queued_at else utcnow().isoformat(),
+             "scheduledAt": task.scheduled_at.isoformat() if task.scheduled_at else None}
+    handles.tell(handles.company_name(str(task.company_id)), "submit", [entry])
 
 
 async def execute(*, session: AsyncSession, user: Principal, task_id: str, body: schemas.TaskExecute) -> models.Task:
@@ -224,7 +231,7 @@ async def execute(*, session: AsyncSession, user: Principal, task_id: str, body:
     task.run_state = {**(task.run_state or {}), "variables": body.variables or {}}
     task.queued_at = utcnow() if task.scheduled_at is None else task.scheduled_at
     await session.commit()
-    await wake(task.company_id)
+    await wake(task)
     return task
 
 
@@ -283,7 +290,7 @@ async def resume(*, session: AsyncSession, user: Principal, task_id: str) -> mod
     if task.queued_at is None or task.started_at is not None:
         task.queued_at = utcnow()
     await session.commit()
-    await wake(task.company_id)
+    await wake(task)
     return task
 
 
@@ -348,7 +355,7 @@ async def retry(*, session: AsyncSession, user: Principal, task_id: str, body: s
                            user_id=user.id, message=f"retry #{retry_count}" + (
                                f" from {body.from_step}" if body.from_step else ""), details={}))
     await session.commit()
-    await wake(task.company_id)
+    await wake(task)
     return task
 
 
