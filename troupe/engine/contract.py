@@ -35,6 +35,11 @@ SIDE_EFFECT_TYPES: frozenset[str] = frozenset({"webhook", "email", "tool"})
 # Nodes the driver evaluates itself (bookkeeping, no work of their own), still recorded like any node.
 DRIVER_TYPES: frozenset[str] = frozenset({"loop"})
 MAX_LOOP_ITERATIONS = 10_000
+# Nodes that mostly wait (on a model, a remote host, a clock) ask Ray for a sliver of a CPU so many
+# overlap; the rest compute and ask for a whole one, as any Ray task does, so a wide wave of them
+# queues on the warm workers instead of making Ray start a process per node.
+WAITING_TYPES: frozenset[str] = frozenset({"agent", "tool", "webhook", "email", "delay"})
+WAITING_NODE_CPUS = 0.05
 
 
 @dataclass(slots=True)

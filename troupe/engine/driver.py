@@ -33,7 +33,14 @@ from troupe.db import models
 from troupe.db.session import session_scope
 from troupe.engine import graph as g
 from troupe.engine import records, templates
-from troupe.engine.contract import SIDE_EFFECT_TYPES, NodeResult, NodeSpec, ToolSpec
+from troupe.engine.contract import (
+    SIDE_EFFECT_TYPES,
+    WAITING_NODE_CPUS,
+    WAITING_TYPES,
+    NodeResult,
+    NodeSpec,
+    ToolSpec,
+)
 from troupe.engine.nodes import PARK_AFTER_SECONDS, delay_seconds, execute_node, mask_sealed
 from troupe.engine.records import Fenced, Ledger, durable
 from troupe.timeutil import utcnow
@@ -496,6 +503,7 @@ class RunDriver:
         # TROUPE_NODE_TASK_RESOURCES (JSON, e.g. {"worker": 0.01}) pins node tasks to nodes offering them.
         resources = get_settings().node_task_resources
         ref = execute_node.options(name=f"node:{self.task_id}:{spec.node_id}:{spec.iteration}:{spec.attempt}",
+                                   num_cpus=WAITING_NODE_CPUS if spec.type in WAITING_TYPES else 1,
                                    **({"resources": resources} if resources else {})).remote(spec)
         self.control.refs.add(ref)
         try:
