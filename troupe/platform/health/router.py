@@ -52,3 +52,7 @@ async def health(credentials: Annotated[HTTPAuthorizationCredentials | None, Dep
     # Retry-After tells a load balancer or client when to look again.
     headers = None if healthy else {"Retry-After": str(get_settings().outage_retry_after)}
     return JSONResponse(body, status_code=200 if healthy else 503, headers=headers)
+
+
+async def startup_hook() -> None:
+    await service.warm_up()

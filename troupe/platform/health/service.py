@@ -6,6 +6,7 @@ report arrives within that bound whatever is down or hung."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -56,6 +57,15 @@ async def _ray() -> dict:
     if not alive:
         raise ConnectionError("no live Ray nodes")
     return {"nodes": len(alive)}
+
+
+async def warm_up() -> None:
+    """Pay the one-time costs (the pool's first Postgres connection with SQLAlchemy's dialect
+    set-up, the first Redis connection, Ray's GCS client) when the replica starts, not in the
+    first probe, whose short timeout would report a healthy but cold dependency down."""
+    with contextlib.suppress(Exception):  # a dependency down at start is health's to report later
+        async with asyncio.timeout(10):
+            await asyncio.gather(_postgres(), _redis(), _ray(), return_exceptions=True)
 
 
 async def check_all() -> dict[str, DependencyHealth]:
