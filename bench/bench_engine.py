@@ -52,7 +52,7 @@ DEADLINE_S = float(os.environ.get("BENCH_DEADLINE", "300"))
 # Cold agent calls start only within this many seconds (each is a new Ray worker process: slow on 2 cores).
 AGENT_BUDGET_S = float(os.environ.get("BENCH_AGENT_BUDGET", "180"))
 RAY_CPUS = 1  # the baseline: Ray's default num_cpus, as a Ray user writes it
-NODE_CPUS = 0.05  # what execute_node asks for (plain Ray with it is printed as extra information)
+NODE_CPUS = 0.05  # a fractional-CPU variant of plain Ray, printed as extra information
 FANOUT_TARGET = 1.5  # fan-out <= 1.5x plain Ray
 CHAIN_TARGET = 2.0  # chain <= 2x plain Ray
 PREFECT_TARGET = 5.0  # Troupe >= 5x faster than Prefect 3 (warm) on both shapes
@@ -251,7 +251,7 @@ async def overhead(client: httpx.AsyncClient, headers: dict[str, str], owner: uu
         for shape, baseline in SHAPES:
             results["troupe"][shape].append(await _measure(_troupe_run, client, headers, workflows[shape]))
             results["ray"][shape].append(await _measure(baseline, NODES, RAY_CPUS))
-    # Extra information: plain Ray asking what execute_node asks (many more workers on 2 cores: kept apart).
+    # Extra information: plain Ray with fractional CPUs (many more workers on 2 cores: kept apart).
     for shape, baseline in SHAPES:
         await _measure(baseline, NODES, NODE_CPUS)
         for _ in range(REPEATS):
@@ -574,7 +574,7 @@ def _report_overhead(r: dict[str, Any]) -> list[str]:
         lines.append(line)
         lines += [f"           plain Ray failed: {e}" for e in ray_err]
         if ray_a_s is not None:
-            lines.append(f"           (info) plain Ray with num_cpus={NODE_CPUS} like execute_node: {ray_a_s:6.3f} s "
+            lines.append(f"           (info) plain Ray with num_cpus={NODE_CPUS} (fractional): {ray_a_s:6.3f} s "
                          f"[{ray_a_all}] (Troupe/Ray {_ratio(troupe_s, ray_a_s) if troupe_s else 'n/a'})")
     if "skipped" in prefect:
         lines.append(f"  Prefect baseline skipped: {prefect['skipped']}")
