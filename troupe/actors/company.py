@@ -82,6 +82,7 @@ class CompanyActor:
         self.heap: list[tuple[float, float, uuid.UUID]] = []  # (key, not-before epoch seconds, id)
         self.queued: set[uuid.UUID] = set()
         self.activated = False
+        self.activating: asyncio.Task[None] | None = None
         self.lock: asyncio.Lock | None = None
         self.ticker: asyncio.Task[None] | None = None
         self.company: dict[str, Any] = {}
@@ -98,6 +99,12 @@ class CompanyActor:
         self.watch.touch()
         if self.activated:
             return
+        # Concurrent first calls share one activation (a second would take the runs over again).
+        if self.activating is None or (self.activating.done() and self.activating.exception() is not None):
+            self.activating = asyncio.get_running_loop().create_task(self._load_and_take_over())
+        await asyncio.shield(self.activating)
+
+    async def _load_and_take_over(self) -> None:
         self.lock = asyncio.Lock()
         await records.durable(self._refresh, what=f"company {self.company_id} load")
         await records.durable(self._load_queue, what=f"company {self.company_id} queue")

@@ -411,11 +411,14 @@ class RunDriver:
         ctx = self.context(prev) if raw or conditions or kind == "condition" else None
         cfg = templates.render(raw, ctx) if raw and ctx is not None else {}
         timeout = cfg.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float | str)):
-            raise ValueError(f"timeout must be a number of seconds, got {timeout!r}")
-        timeout_s = float(timeout) if timeout not in (None, "") else DEFAULT_NODE_TIMEOUT
-        if not timeout_s > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        try:
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float | str | None):
+                raise ValueError
+            timeout_s = float(timeout) if timeout not in (None, "") else DEFAULT_NODE_TIMEOUT
+            if not 0 < timeout_s < float("inf"):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}") from None
         retries = self._retries(cfg)
         agent_id = data.get("agentId") and str(data.get("agentId"))
         tool_id = data.get("toolId") and str(data.get("toolId"))

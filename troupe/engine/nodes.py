@@ -1,8 +1,8 @@
 """What one node execution does. Each runs as ONE Ray task (``execute_node``);
 the run driver records it and decides what runs next.
 
-A node task never raises for an application failure: it returns
-``{"ok": False, "code", "message", "retryable"}`` so the driver can apply the
+A node task gets a ``NodeSpec`` and never raises for an application failure: it
+returns a ``NodeResult`` (troupe.engine.contract) so the driver can apply the
 workflow's retry policy by error code. Ray itself retries the task when the
 worker process or its node dies (``max_retries``).
 
@@ -11,8 +11,8 @@ Node ``data.configuration`` keys (templates allowed in every string, see
 
 - ``input``: ``value`` (default: the task's input) -> output.
 - ``output``: ``value`` (default: the output of the node that activated it).
-- ``agent`` (``data.agentId``, through the AgentActor; or inline ``provider`` +
-  ``model``, called here through the provider registry, with ``systemPrompt``,
+- ``agent`` (handler in troupe.actors.agent_node: ``data.agentId``, through the
+  AgentActor; or inline ``provider`` + ``model``, called from the node task, with ``systemPrompt``,
   ``apiKey``/``baseUrl`` and an optional ``rateLimit.requestsPerMinute``):
   ``prompt`` (default: the activating output as JSON), ``system``,
   ``temperature``, ``maxTokens``, ``timeout``; output
@@ -70,9 +70,6 @@ MASK = "********"
 _SEALED = re.compile(r"enc:v1:[A-Za-z0-9+/]+={0,2}")
 # Opened values shorter than this are not scrubbed from outputs (they would mangle any text).
 _MIN_SCRUB = 4
-# Inline agent nodes of a real provider share this per-company request budget unless
-# their configuration sets rateLimit.requestsPerMinute.
-INLINE_REQUESTS_PER_MINUTE = 600
 SECRET_NODE_TYPES = frozenset({"tool", "webhook", "email"})
 
 
@@ -150,6 +147,9 @@ def success(output: Any, **meta: Any) -> NodeResult:
 # ---------------------------------------------------------------- handlers, one per node type
 NodeHandler = Callable[[NodeSpec], NodeResult]
 _HANDLERS: dict[str, NodeHandler] = {}
+# Handlers owned by other packages, registered when first needed: the agent node lives with
+# the agent actors (troupe.actors), so the engine never imports the actors that import it.
+BUILTIN_HANDLER_MODULES = ("troupe.actors.agent_node",)
 _plugins_loaded = False
 
 
@@ -170,7 +170,8 @@ def handler_for(type_: str) -> NodeHandler | None:
     global _plugins_loaded
     if not _plugins_loaded:
         _plugins_loaded = True
-        for module in filter(None, (m.strip() for m in os.environ.get("TROUPE_NODE_PLUGINS", "").split(","))):
+        extra = [m.strip() for m in os.environ.get("TROUPE_NODE_PLUGINS", "").split(",")]
+        for module in filter(None, [*BUILTIN_HANDLER_MODULES, *extra]):
             importlib.import_module(module)
     return _HANDLERS.get(type_)
 
@@ -243,80 +244,6 @@ def delay_seconds(config: dict[str, Any]) -> float:
     if "ms" in config:
         return max(0.0, float(config["ms"]) / 1000)
     return max(0.0, float(config.get("seconds", config.get("duration", 0)) or 0))
-
-
-@node_handler("agent")
-def _agent(spec: NodeSpec) -> NodeResult:
-    from troupe.actors import handles
-
-    config = spec.config
-    prompt = config.get("prompt")
-    if prompt is None:
-        prev = spec.context.get("prev")
-        prompt = prev if isinstance(prev, str) else json.dumps(prev, default=str)
-    timeout = float(spec.timeout)
-    # The simulated provider's own options (latency, failures) are passed through; real providers ignore them.
-    request = {"prompt": str(prompt), "system": config.get("system"), "temperature": config.get("temperature"),
-               "maxTokens": config.get("maxTokens"), "taskId": spec.task_id, "companyId": spec.company_id,
-               "timeout": timeout,
-               "extra": {"attempt": spec.attempt,
-                         **{k: config[k] for k in ("simulatedLatencyMs", "simulateFailAttempts", "simulateError")
-                            if k in config}}}
-    if spec.agent_id:
-        return handles.call_sync(handles.agent_name(spec.agent_id), "complete", request, timeout=timeout + 5)
-    provider, model = config.get("provider"), config.get("model")
-    if not (isinstance(provider, str) and provider.strip() and isinstance(model, str) and model.strip()):
-        return failure("BIZ_001", "agent node needs data.agentId or an inline configuration.provider and "
-                                  "configuration.model", retryable=False)
-    return asyncio.run(_inline_agent(spec, config, request))
-
-
-async def _inline_agent(spec: NodeSpec, config: dict[str, Any], request: dict[str, Any]) -> NodeResult:
-    """An agent node configured inline: no agent row and no AgentActor (no memory, no
-    performance counters); the provider is called from this node task."""
-    from troupe.infra import ratelimit
-    from troupe.infra.redis import close_redis
-    from troupe.providers.base import ChatMessage, CompletionRequest, ProviderError
-    from troupe.providers.registry import get_provider
-
-    started = time.monotonic()
-    deadline = started + float(request["timeout"])
-    name = str(config["provider"]).strip().lower()
-    rate = config.get("rateLimit") if isinstance(config.get("rateLimit"), dict) else {}
-    per_minute = int(rate.get("requestsPerMinute") or (0 if name == "simulated" else INLINE_REQUESTS_PER_MINUTE))
-    try:
-        provider = get_provider(name, config=config)
-        if per_minute > 0:
-            # Cluster-wide per company and provider: inline nodes have no agent whose limit would apply.
-            key = f"inline:{spec.company_id or '-'}:{name}:requests"
-            while True:
-                decision = await ratelimit.hit(key, limit=per_minute, window_seconds=60)
-                if decision.allowed:
-                    break
-                if time.monotonic() + decision.retry_after_seconds > deadline:
-                    raise ProviderError("SYS_004", f"inline {name} rate limit: waiting would exceed the timeout")
-                await asyncio.sleep(min(decision.retry_after_seconds, 1.0))
-        system = request.get("system") or config.get("systemPrompt")
-        messages = ([ChatMessage("system", str(system))] if system else []) + [
-            ChatMessage("user", str(request["prompt"]))]
-        completion = CompletionRequest(
-            model=str(config["model"]), messages=messages,
-            temperature=float(request.get("temperature") or config.get("temperature") or 0.7),
-            max_tokens=int(request.get("maxTokens") or 1024), timeout_s=max(0.1, deadline - time.monotonic()),
-            response_format=config["responseFormat"] if config.get("responseFormat") in ("text", "json") else "text",
-            extra=request.get("extra") or {})
-        result = await asyncio.wait_for(provider.complete(completion), timeout=completion.timeout_s)
-    except TimeoutError:
-        return failure("SYS_006", "agent call timed out")
-    except ProviderError as exc:
-        return failure(exc.code, str(exc), retryable=exc.retryable)
-    finally:
-        await close_redis()
-    elapsed = int((time.monotonic() - started) * 1000)
-    output = {"text": result.text, "model": result.model, "provider": result.provider,
-              "tokens": result.total_tokens, "cost": result.cost_usd, "simulated": result.simulated}
-    return success(output, tokensUsed=result.total_tokens, model=result.model, cost=result.cost_usd,
-                   cacheHit=False, responseTime=elapsed, simulated=result.simulated, inline=True)
 
 
 def run_tool(tool: ToolSpec, tool_input: Any, *, idempotency_key: str | None = None) -> NodeResult:

@@ -167,13 +167,14 @@ class Ledger:
         self.starts.append({"id": str(row_id), "node_id": node_id, "iteration": iteration, "attempt": attempt,
                             "status": "running", "input": input_, "started_at": _ts(utcnow()),
                             "agent_id": agent_id, "tool_id": tool_id, "idempotency_key": idempotency_key,
-                            "meta": meta or {}})
+                            "meta": {**(meta or {}), "epoch": self.epoch}})
         return row_id
 
     def finish(self, row_id: uuid.UUID, *, status: str, output: Any = None, error: str | None = None,
                meta: dict[str, Any] | None = None, started: datetime | None = None) -> None:
         now = utcnow()
-        row = {"id": str(row_id), "status": status, "output": output, "error": error, "meta": meta or {},
+        row = {"id": str(row_id), "status": status, "output": output, "error": error,
+               "meta": {**(meta or {}), "epoch": self.epoch},
                "completed_at": _ts(now),
                "execution_time": int((now - started).total_seconds() * 1000) if started else None}
         pending = next((s for s in self.starts if s["id"] == row["id"]), None)
