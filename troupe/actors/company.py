@@ -315,6 +315,13 @@ class CompanyActor:
         self._request_pump()
         return len(self.runs)
 
+    async def adopt_expired(self) -> int:
+        """Asked by the recovery sweep: take over this company's runs whose lease expired."""
+        await self._activate()
+        before = len(self.runs)
+        await self._adopt_due()
+        return len(self.runs) - before
+
     async def running(self) -> list[str]:
         await self._activate()
         return [str(t) for t in self.runs]
@@ -382,10 +389,19 @@ def recovery_filter() -> Any:
                parked_until.is_not(None))
 
 
+async def companies_with_expired_leases() -> set[uuid.UUID]:
+    """Companies with a run that is ``running`` (not parked) under a lease nobody renewed."""
+    async with session_scope() as session:
+        return set((await session.execute(select(models.Task.company_id).where(
+            models.Task.status == "running", models.Task.run_state["parkedUntil"].astext.is_(None),
+            models.Task.lease_expires_at < func.timezone("utc", func.now()),
+            models.Task.company_id.is_not(None)).distinct())).scalars())
+
+
 async def companies_with_work() -> list[uuid.UUID]:
     async with session_scope() as session:
         return list((await session.execute(select(models.Task.company_id).where(
             recovery_filter(), models.Task.company_id.is_not(None)).distinct())).scalars())
 
 
-__all__ = ["CompanyActor", "companies_with_work", "queue_key"]
+__all__ = ["CompanyActor", "companies_with_expired_leases", "companies_with_work", "queue_key"]

@@ -3,8 +3,10 @@
 Every ``SWEEP_SECONDS`` it activates the CompanyActor of every company that
 has running, queued or parked tasks. Activation is recovery: a new
 CompanyActor resumes the running runs that lost their driver, and its pump
-admits queued and due parked runs. Started (idempotently, by name) from each
-ingress replica's start-up and from the test harness.
+admits queued and due parked runs. A company with a run whose lease expired is
+asked to adopt it even when its actor is alive; an actor that does not answer
+then is replaced. Started (idempotently, by name) from each ingress replica's
+start-up and from the test harness.
 """
 
 from __future__ import annotations
@@ -15,11 +17,20 @@ import logging
 import ray
 
 from troupe.actors import handles
-from troupe.actors.company import companies_with_work
+from troupe.actors.company import companies_with_expired_leases, companies_with_work
 from troupe.db.session import set_pool
 
 log = logging.getLogger("troupe.engine")
 SWEEP_SECONDS = 2.0
+ANSWER_SECONDS = 15.0
+
+
+def _kill(name: str) -> None:
+    handles.forget(name)
+    try:
+        ray.kill(ray.get_actor(name, namespace=handles.NAMESPACE), no_restart=True)
+    except ValueError:  # already gone
+        pass
 
 
 @ray.remote
@@ -36,9 +47,18 @@ class RecoveryActor:
 
     async def sweep(self) -> int:
         companies = await companies_with_work()
+        stale = await companies_with_expired_leases()
         for company_id in companies:
+            name = handles.company_name(str(company_id))
             try:
-                await handles.call(handles.company_name(str(company_id)), "ping")
+                # Activation takes over runs that lost their actor; a resident actor adopts expired leases.
+                method = "adopt_expired" if company_id in stale else "ping"
+                await asyncio.wait_for(handles.call(name, method), timeout=ANSWER_SECONDS)
+            except TimeoutError:
+                if company_id in stale:
+                    # Resident but not answering while its runs' leases lapse: replace it (the new one takes over).
+                    log.error("company actor %s is unresponsive with expired leases; replacing it", company_id)
+                    _kill(name)
             except Exception:
                 log.exception("recovery could not activate company %s", company_id)
         self.sweeps += 1
