@@ -329,3 +329,14 @@ async def test_validate_activation_and_execute_agree(client, user, case):
         assert_error(activate, 422, "BIZ_001")
         refused = assert_error(execute, 422, "BIZ_001")
         assert codes <= {p["code"] for p in refused["details"]["problems"]}, (codes, refused)
+
+
+def test_openapi_has_one_node_edge_and_condition_schema():
+    from troupe.platform.app import create_app
+
+    names = set(create_app().openapi()["components"]["schemas"])
+    assert {"WorkflowNode", "NodeData", "WorkflowEdge", "WorkflowCondition", "Position"} <= names
+    graph_models = ("WorkflowNode", "NodeData", "WorkflowEdge", "WorkflowCondition", "Position", "NodeStyle",
+                    "EdgeStyle")
+    twins = [n for n in names if n.startswith("troupe__") and n.endswith(graph_models)]
+    assert not twins, twins  # a second definition would appear module-qualified
