@@ -43,6 +43,7 @@ from troupe.engine.contract import (
 )
 from troupe.engine.nodes import PARK_AFTER_SECONDS, delay_seconds, execute_node, mask_sealed
 from troupe.engine.records import Fenced, Ledger, durable
+from troupe.engine.validate import errors_of, validate_graph
 from troupe.timeutil import utcnow
 
 log = logging.getLogger("troupe.engine")
@@ -163,6 +164,10 @@ class RunDriver:
                     self.tools[tid] = ToolSpec(id=tid, type=tool.type, configuration=tool.configuration or {},
                                                schema=tool.schema or {})
         self.ledger.company_id, self.ledger.user_id = self.task.company_id, self.task.created_by
+        # The one validator execute used: the workflow may have changed since the run was queued.
+        errors = errors_of(validate_graph(self.nodes, self.edges, self.config))
+        if errors:
+            raise RunFailed("BIZ_001", "; ".join(p.message for p in errors[:5]), errors[0].node_id)
         self.by_id = {n["id"]: n for n in self.nodes}
         self.owners = g.body_nodes(self.nodes, self.edges)
         self.main = [n["id"] for n in self.nodes if n["id"] not in self.owners]

@@ -65,12 +65,3 @@ def body_order(loop: dict[str, Any], edges: list[dict[str, Any]]) -> list[str]:
         for n in ready:
             incoming.pop(n)
     return order
-
-
-def problems(nodes: list[dict[str, Any]], edges: list[dict[str, Any]],
-             configuration: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Retired: every check it made now lives in ``troupe.engine.validate.validate_graph``,
-    the one validator. Its last caller, ``troupe.platform.tasks.service.workflow_problems``
-    (owned by another change in progress), already runs ``validate_graph`` right after it,
-    so this answers nothing rather than report each problem twice. Delete it with that call."""
-    return []

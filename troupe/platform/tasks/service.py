@@ -197,12 +197,10 @@ async def check_runnable(session: AsyncSession, task: models.Task) -> None:
 
 
 def workflow_problems(workflow: models.Workflow) -> list[dict[str, Any]]:
-    found = engine_graph.problems(list(workflow.nodes or []), list(workflow.edges or []), workflow.configuration)
-    for problem in errors_of(validate_graph(workflow.nodes, workflow.edges, workflow.configuration,
-                                            workflow.schedule)):
-        found.append({"path": problem.node_id or problem.edge_id or "", "message": problem.message,
-                      "code": problem.code})
-    return found
+    """The one validator's errors (troupe.engine.validate), as execute reports them."""
+    return [{"path": p.node_id or p.edge_id or "", "message": p.message, "code": p.code}
+            for p in errors_of(validate_graph(workflow.nodes, workflow.edges, workflow.configuration,
+                                              workflow.schedule))]
 
 
 async def wake(task: models.Task) -> None:
