@@ -128,7 +128,8 @@ def run(stack: dict[str, str]) -> dict[str, Any]:
                 sides[side].append(result)
                 print(f"  http: {side:7s} {result['requests']} requests in {result['seconds']:.1f} s, "
                       f"{len(result['errors'])} errors", flush=True)
-    return {"path": "GET /api/companies/:id", "company": str(uuid.UUID(company)), "nice": nice,
+    front = "HAProxy front door" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "Serve's proxy actor"
+    return {"path": "GET /api/companies/:id", "company": str(uuid.UUID(company)), "nice": nice, "front": front,
             "serve": _pool(sides["serve"]), "uvicorn": _pool(sides["uvicorn"])}
 
 
@@ -153,7 +154,7 @@ def report(results: dict[str, Any]) -> list[str]:
         f"HTTP ingress: {results['path']} with a Bearer token (auth + Postgres reads), "
         f"{ROUNDS * 2} x {REQUESTS} requests per side in ABBA order, {CONCURRENCY} concurrent; "
         "every response checked: 200 and the reference body",
-        f"  one Serve replica (HAProxy front door) vs one uvicorn worker, both at niceness {results['nice']} "
+        f"  one Serve replica ({results['front']}) vs one uvicorn worker, both at niceness {results['nice']} "
         "(Ray's worker niceness)",
         row("plain uvicorn", plain),
         row("through Serve", serve),

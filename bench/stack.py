@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,8 +74,13 @@ def plain_uvicorn(stack: dict[str, str], *, nice: int = 0) -> Iterator[tuple[str
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
-        proc.terminate()
-        proc.wait(10)
+        # SIGINT: uvicorn's own graceful shutdown (Ray's SIGTERM handler in a connected process would cut it short).
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 # ---------------------------------------------------------------- seeding (straight into Postgres)
