@@ -67,20 +67,24 @@ async def test_killed_agent_actor_mid_call_is_reactivated(client, user):
                                                 node("out", "output")], chain("in", "ask", "out"))
     task_id = await run_workflow(client, user, company, wf, {"q": 1})
     await _running_node_pid(f"node:{task_id}:ask")
-    actor = None
-    for _ in range(100):  # the node task activates the agent actor on its first call
-        try:
-            actor = ray.get_actor(f"agent:{agent}", namespace="troupe")
+    from troupe.actors.pool import bound_actor
+
+    bound = None
+    for _ in range(100):  # the node task's first call binds a pooled actor to the agent
+        bound = await bound_actor(agent)
+        if bound is not None:
             break
-        except ValueError:
-            await asyncio.sleep(0.1)
-    assert actor is not None
+        await asyncio.sleep(0.1)
+    assert bound is not None
+    slot, actor = bound
     await asyncio.sleep(0.3)  # inside the 1.5 s simulated call
     ray.kill(actor, no_restart=True)
     task = await wait_status(client, user, task_id, timeout=60)
     assert task["status"] == "completed", task
     assert task["output"]["text"].startswith("[simulated]")
     completed_once(await executions(client, user, task_id))
+    rebound = await bound_actor(agent)
+    assert rebound is not None and rebound[0] != slot  # served again by a fresh actor
 
 
 async def test_killed_driver_is_recovered_without_rerunning_completed_nodes(client, user):

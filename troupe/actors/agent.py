@@ -102,10 +102,16 @@ class AgentActor:
         self.last_used = time.monotonic()
         self.last_used_at = time.time()
         self.kept_at = time.monotonic()
+        self.pool: Any = None  # the pool's handle, found by name once (Ray restarts the pool under it)
         self.wake: asyncio.Event | None = None
         self.loop_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ pool side
+    def _pool(self) -> Any:
+        if self.pool is None:
+            self.pool = ray.get_actor(AGENT_POOL, namespace=NAMESPACE)
+        return self.pool
+
     def _ensure_loop(self) -> None:
         if self.loop_task is None:
             self.wake = asyncio.Event()
@@ -178,12 +184,12 @@ class AgentActor:
         # Blank before the pool hears of it: the pool may hand this actor to another agent at once.
         self._reset()
         try:
-            pool = ray.get_actor(AGENT_POOL, namespace=NAMESPACE)
+            pool = self._pool()
             # A process that imported a real provider's SDK is heavier: it exits rather than waits.
             lean = "troupe.providers.registry" not in sys.modules
             keep = bool(await pool.release.remote(agent_id, self.slot, windows, lean))
         except Exception:  # the pool is gone: its successor finds the binding stale and re-binds
-            keep = False
+            self.pool, keep = None, False
         if not keep:
             ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
@@ -210,11 +216,11 @@ class AgentActor:
         events, perf = self.events, self.perf
         self.events, self.perf = [], _Perf()
         try:
-            pool = ray.get_actor(AGENT_POOL, namespace=NAMESPACE)
-            await pool.record.remote(self.agent_id, self.agent.get("company_id"), events,
+            await self._pool().record.remote(self.agent_id, self.agent.get("company_id"), events,
                                      perf.as_dict() if perf.requests else None, self.last_used_at)
         except Exception:
             # Keep the counters for the next attempt; events are best effort (as before).
+            self.pool = None
             self.perf.requests += perf.requests
             self.perf.successes += perf.successes
             self.perf.failures += perf.failures

@@ -30,21 +30,25 @@ agent at a time (its concurrency and rate limits therefore hold cluster-wide).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from troupe.actors import handles, residency
+from troupe.actors import handles
 from troupe.actors.agent import AgentActor, NotBound
-from troupe.config import get_settings
 from troupe.engine.contract import NodeResult
-from troupe.infra.redis import get_redis, rkey
+
+# Ray imports an actor's class module in every process that gets a handle to it, agent
+# actors included (they hand their events to the pool), and their memory is budgeted: so
+# this module imports settings, Redis and the database only where it uses them.
 
 log = logging.getLogger(__name__)
 
@@ -56,29 +60,40 @@ _DEAD = (ActorDiedError, ActorUnavailableError, RayActorError)
 _DELETE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 # ``agents.performance`` plus one batch of deltas, computed in SQL (the old values are the row's).
 _ADD_PERF = """
-UPDATE agents SET last_used_at = :at, performance = coalesce(performance, '{}'::jsonb) || jsonb_build_object(
-  'totalRequests', coalesce((performance->>'totalRequests')::bigint, 0) + :n,
-  'successfulRequests', coalesce((performance->>'successfulRequests')::bigint, 0) + :ok,
-  'failedRequests', coalesce((performance->>'failedRequests')::bigint, 0) + :failed,
-  'totalTokensUsed', coalesce((performance->>'totalTokensUsed')::bigint, 0) + :tokens,
-  'totalCost', round(coalesce((performance->>'totalCost')::numeric, 0) + :cost, 6),
+UPDATE agents SET last_used_at = CAST(:at AS timestamptz),
+performance = coalesce(performance, '{}'::jsonb) || jsonb_build_object(
+  'totalRequests', coalesce((performance->>'totalRequests')::bigint, 0) + CAST(:n AS bigint),
+  'successfulRequests', coalesce((performance->>'successfulRequests')::bigint, 0) + CAST(:ok AS bigint),
+  'failedRequests', coalesce((performance->>'failedRequests')::bigint, 0) + CAST(:failed AS bigint),
+  'totalTokensUsed', coalesce((performance->>'totalTokensUsed')::bigint, 0) + CAST(:tokens AS bigint),
+  'totalCost', round(coalesce((performance->>'totalCost')::numeric, 0) + CAST(:cost AS numeric), 6),
   'averageResponseTime', round((coalesce((performance->>'averageResponseTime')::numeric, 0)
-      * coalesce((performance->>'totalRequests')::bigint, 0) + :ms)
-      / (coalesce((performance->>'totalRequests')::bigint, 0) + :n), 3),
-  'successRate', round((coalesce((performance->>'successfulRequests')::bigint, 0) + :ok)::numeric
-      / (coalesce((performance->>'totalRequests')::bigint, 0) + :n), 4),
-  'errorRate', round((coalesce((performance->>'failedRequests')::bigint, 0) + :failed)::numeric
-      / (coalesce((performance->>'totalRequests')::bigint, 0) + :n), 4),
-  'lastUpdated', :at_iso)
-WHERE id = :id
+      * coalesce((performance->>'totalRequests')::bigint, 0) + CAST(:ms AS numeric))
+      / (coalesce((performance->>'totalRequests')::bigint, 0) + CAST(:n AS bigint)), 3),
+  'successRate', round((coalesce((performance->>'successfulRequests')::bigint, 0) + CAST(:ok AS bigint))::numeric
+      / (coalesce((performance->>'totalRequests')::bigint, 0) + CAST(:n AS bigint)), 4),
+  'errorRate', round((coalesce((performance->>'failedRequests')::bigint, 0) + CAST(:failed AS bigint))::numeric
+      / (coalesce((performance->>'totalRequests')::bigint, 0) + CAST(:n AS bigint)), 4),
+  'lastUpdated', CAST(:at_iso AS text))
+WHERE id = CAST(:id AS uuid)
 """
 
 
+def get_redis() -> Any:
+    from troupe.infra.redis import get_redis as client
+
+    return client()
+
+
 def binding_key(agent_id: str) -> str:
+    from troupe.infra.redis import rkey
+
     return rkey("engine", "agent", "binding", agent_id)
 
 
 def windows_key(agent_id: str) -> str:
+    from troupe.infra.redis import rkey
+
     return rkey("engine", "agent", "windows", agent_id)
 
 
@@ -98,6 +113,7 @@ def _actor(slot: str) -> Any | None:
 @ray.remote
 class AgentPool:
     def __init__(self) -> None:
+        from troupe.config import get_settings
         from troupe.db.session import set_pool
 
         set_pool("none")  # a few batched writes and row loads: no idle connections held
@@ -109,7 +125,7 @@ class AgentPool:
         self.starting = 0
         self.waiting = 0
         self.ready = asyncio.Event()
-        self.locks: dict[str, asyncio.Lock] = {}
+        self.locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self.bound: dict[str, tuple[str, int]] = {}  # agent id -> (actor name, pid), what this pool bound
         self.pids: dict[str, int] = {}
         self.perf: dict[str, dict[str, float]] = {}
@@ -186,16 +202,21 @@ class AgentPool:
             self.waiting -= 1
 
     # ------------------------------------------------------------ bindings
-    def _lock(self, agent_id: str) -> asyncio.Lock:
-        lock = self.locks.get(agent_id)
-        if lock is None:
-            lock = self.locks[agent_id] = asyncio.Lock()
-        return lock
-
-    def _unlock(self, agent_id: str) -> None:
-        lock = self.locks.get(agent_id)
-        if lock is not None and not lock.locked():
-            del self.locks[agent_id]
+    @contextlib.asynccontextmanager
+    async def _agent_lock(self, agent_id: str) -> AsyncIterator[None]:
+        """Activations and releases of one agent take turns in this pool (the Redis claim
+        still decides between pool instances). Dropped when nobody holds or waits for it."""
+        lock, users = self.locks.get(agent_id, (asyncio.Lock(), 0))
+        self.locks[agent_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self.locks[agent_id]
+            if users <= 1:
+                del self.locks[agent_id]
+            else:
+                self.locks[agent_id] = (lock, users - 1)
 
     async def activate(self, agent_id: str, agent: dict[str, Any] | None = None, stale: str | None = None,
                        timeout_s: float = 60.0) -> str:
@@ -203,19 +224,16 @@ class AgentPool:
         ``stale``: an actor name the caller found dead or not serving this agent."""
         self._ensure_started()
         deadline = time.monotonic() + timeout_s
-        try:
-            async with self._lock(agent_id):
-                redis = get_redis()
-                key = binding_key(agent_id)
-                current = await redis.get(key)
-                if current is not None:
-                    if await self._serves(current, agent_id, suspect=current == stale):
-                        return current
-                    await redis.eval(_DELETE_IF, 1, key, current)
-                    self.bound.pop(agent_id, None)
-                return await self._bind(agent_id, agent, deadline)
-        finally:
-            self._unlock(agent_id)
+        async with self._agent_lock(agent_id):
+            redis = get_redis()
+            key = binding_key(agent_id)
+            current = await redis.get(key)
+            if current is not None:
+                if await self._serves(current, agent_id, suspect=current == stale):
+                    return current
+                await redis.eval(_DELETE_IF, 1, key, current)
+                self.bound.pop(agent_id, None)
+            return await self._bind(agent_id, agent, deadline)
 
     async def _serves(self, slot: str, agent_id: str, *, suspect: bool) -> bool:
         """Whether ``slot`` is alive and serving ``agent_id``. A suspect actor (a caller failed
@@ -262,6 +280,8 @@ class AgentPool:
 
     async def _register(self, agent_id: str) -> None:
         """Residency bound, off the activation's path: ask the least recently used to leave."""
+        from troupe.actors import residency
+
         try:
             for other in await residency.register_agent(agent_id):
                 slot = await get_redis().get(binding_key(other))
@@ -276,7 +296,9 @@ class AgentPool:
     async def release(self, agent_id: str, slot: str, windows: dict[str, list[float]], lean: bool) -> bool:
         """An agent's actor leaves it (idle or evicted). Answers whether the actor should
         wait blank in the pool (True) or exit."""
-        async with self._lock(agent_id):
+        from troupe.actors import residency
+
+        async with self._agent_lock(agent_id):
             redis = get_redis()
             if await redis.eval(_DELETE_IF, 1, binding_key(agent_id), slot) or not await redis.exists(
                     binding_key(agent_id)):
@@ -285,7 +307,6 @@ class AgentPool:
                 await redis.set(windows_key(agent_id), json.dumps(windows), ex=61)
             if self.bound.get(agent_id, ("",))[0] == slot:
                 del self.bound[agent_id]
-        self._unlock(agent_id)
         keep = lean and len(self.blank) + self.starting < self.target + self.waiting
         if keep:
             actor = _actor(slot)
@@ -327,6 +348,7 @@ class AgentPool:
 
         from sqlalchemy import text
 
+        from troupe.actors import residency
         from troupe.db.session import session_scope
 
         while True:
@@ -434,7 +456,7 @@ def call_sync(agent_id: str, method: str, *args: Any, timeout: float | None = No
         slot = cached[0] if cached else None
         try:
             if cached is None or slot == stale:
-                slot = ray.get(pool().activate.remote(agent_id, None, stale), timeout=timeout)
+                slot = handles.call_sync(handles.AGENT_POOL, "activate", agent_id, None, stale, timeout=timeout)
                 actor = _actor(slot)
                 if actor is None:
                     raise ActorDiedError()
