@@ -9,7 +9,6 @@ change drops its copy at once, so its next request already sees it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -21,7 +20,7 @@ from sqlalchemy import select
 
 from troupe.config import get_settings
 from troupe.db import models
-from troupe.infra.redis import get_redis, rkey
+from troupe.infra.redis import fast_path, get_redis, rkey
 from troupe.platform.system import schemas
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ async def current() -> schemas.SystemSettings:
     try:
         # Only a freshness check with a safe fallback, on every request's path: a hung
         # Redis must not cost more than the short budget.
-        async with asyncio.timeout(get_settings().redis_fast_timeout.total_seconds()):
+        async with fast_path():
             version = await get_redis().get(version_key())
     except Exception as exc:  # noqa: BLE001 - Redis down: keep serving the last known settings
         log.warning("settings version unavailable (%s); using the last known settings", type(exc).__name__)

@@ -1,16 +1,24 @@
-"""One async Redis client per process (event loop)."""
+"""One async Redis client per process (event loop), and the bound on optional calls."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from troupe.config import get_settings
 
 _clients: dict[int, aioredis.Redis] = {}
+# After an optional call found Redis unresponsive, the others skip it this long.
+FAST_PATH_COOLDOWN_SECONDS = 1.0
+_fast_path_skip_until = 0.0
 
 
 def get_redis() -> aioredis.Redis:
@@ -51,3 +59,26 @@ async def close_redis() -> None:
     client = _clients.pop(loop_id, None)
     if client is not None:
         await client.aclose()
+
+
+@asynccontextmanager
+async def fast_path() -> AsyncIterator[None]:
+    """Bound a Redis call that has a safe answer without Redis (the API rate limit, the
+    settings-version check) by ``redis_fast_timeout``; raises ``redis.exceptions.TimeoutError``
+    when it runs out, so the caller takes its fallback.
+
+    Once such a call found Redis unresponsive, the others in this process fail at once for
+    FAST_PATH_COOLDOWN_SECONDS instead of each spending the budget again: during an outage a
+    request then spends its 2 s only where Redis is required (and answers 503 there)."""
+    global _fast_path_skip_until
+    if time.monotonic() < _fast_path_skip_until:
+        raise RedisTimeoutError("Redis was unresponsive a moment ago; optional call skipped")
+    try:
+        async with asyncio.timeout(get_settings().redis_fast_timeout.total_seconds()):
+            yield
+    except TimeoutError as exc:
+        _fast_path_skip_until = time.monotonic() + FAST_PATH_COOLDOWN_SECONDS
+        raise RedisTimeoutError("Redis did not answer within redis_fast_timeout") from exc
+    except (RedisConnectionError, RedisTimeoutError):
+        _fast_path_skip_until = time.monotonic() + FAST_PATH_COOLDOWN_SECONDS
+        raise

@@ -63,18 +63,17 @@ def account_key(action: str, account: str) -> str:
 async def enforce_limits(action: str, *, account: str | None) -> None:
     """Sliding windows per client IP and per account; SYS_004 with Retry-After.
 
-    Fails closed: when Redis does not answer, ``hit`` raises a Redis timeout and the request
-    answers 503 SYS_005, because admitting unlimited password guesses while the limiter is
-    down is what brute force waits for. Since a timeout refuses here, it is the full socket
-    timeout (about 1 s), not the short budget, so a busy moment is not taken for an outage."""
+    Fails closed: when Redis does not answer, ``hit`` raises within ``redis_socket_timeout``
+    and the request answers 503 SYS_005, because admitting unlimited password guesses while
+    the limiter is down is what brute force waits for. (Not under ``fast_path``: since a
+    timeout refuses here, a busy moment must not be taken for an outage.)"""
     settings = get_settings()
     window = settings.auth_rate_limit_window.total_seconds()
     checks = [(ip_key(action, current_request().client_ip), settings.auth_rate_limit_per_ip)]
     if account:
         checks.append((account_key(action, account), settings.auth_rate_limit_per_account))
     for key, limit in checks:
-        decision = await hit(key, limit=limit, window_seconds=window,
-                             budget_seconds=settings.redis_socket_timeout.total_seconds())
+        decision = await hit(key, limit=limit, window_seconds=window)
         if not decision.allowed:
             raise AppError(ErrorCode.RATE_LIMIT_EXCEEDED, "Too many attempts; try again later",
                            details={"retryAfter": decision.retry_after_seconds, "limit": limit},
