@@ -78,7 +78,10 @@ async def execute_workflow(*, session: AsyncSession, user: Principal, workflow_i
         name=body.name or f"{workflow.name} run", type="workflow", priority=body.priority,
         company_id=workflow.company_id, workflow_id=workflow.id, input=body.input))
     await session.flush()
-    workflow.last_executed_at = utcnow()
+    now = utcnow()
+    # To the second: concurrent executes of one workflow must not queue on its row lock to stamp it.
+    if workflow.last_executed_at is None or (now - workflow.last_executed_at).total_seconds() >= 1:
+        workflow.last_executed_at = now
     return await tasks.execute(session=session, user=user, task_id=str(task.id),
                                body=task_schemas.TaskExecute(variables=body.variables))
 
@@ -159,6 +162,7 @@ async def test_tool(*, session: AsyncSession, user: Principal, tool_id: str,
 
     import jsonschema
 
+    from troupe.engine.contract import ToolSpec
     from troupe.engine.nodes import run_tool
     from troupe.platform.tools.service import get_tool
 
@@ -172,12 +176,11 @@ async def test_tool(*, session: AsyncSession, user: Principal, tool_id: str,
                 raise invalid(f"input does not match the tool's schema: {exc.message}", field="input",
                               details={"path": list(exc.absolute_path)}) from exc
     started = time.perf_counter()
-    result = await asyncio.to_thread(run_tool, {"type": tool.type, "configuration": tool.configuration or {}},
-                                     body.input)
+    spec = ToolSpec(id=str(tool.id), type=tool.type, configuration=tool.configuration or {})
+    result = await asyncio.to_thread(run_tool, spec, body.input)
     duration = int((time.perf_counter() - started) * 1000)
-    session.add(models.ToolCall(tool_id=tool.id, user_id=user.id, success=bool(result.get("ok")),
-                                duration_ms=duration, error=None if result.get("ok") else result.get("message")))
+    session.add(models.ToolCall(tool_id=tool.id, user_id=user.id, success=result.ok,
+                                duration_ms=duration, error=None if result.ok else result.message))
     tool.last_used_at = utcnow()
-    error = None if result.get("ok") else {"code": result.get("code"), "message": result.get("message")}
-    return schemas.ToolTestResult(success=bool(result.get("ok")), output=result.get("output"), error=error,
-                                  duration_ms=duration)
+    error = None if result.ok else result.as_error()
+    return schemas.ToolTestResult(success=result.ok, output=result.output, error=error, duration_ms=duration)
