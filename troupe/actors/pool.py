@@ -133,6 +133,8 @@ class AgentPool:
         self.tasks: list[asyncio.Task[None]] = []
         self.activations = 0
         self.started_actors = 0
+        self.took_waiting = 0  # blank actors taken only after waiting for one to start
+        self.waited_s = 0.0
 
     def _ensure_started(self) -> None:
         if not self.tasks:
@@ -149,7 +151,8 @@ class AgentPool:
         return {"target": self.target, "blank": len(self.blank), "starting": self.starting,
                 "blankPids": [self.pids.get(slot, 0) for slot, _ in self.blank],
                 "bound": {aid: {"slot": slot, "pid": pid} for aid, (slot, pid) in self.bound.items()},
-                "activations": self.activations, "startedActors": self.started_actors}
+                "activations": self.activations, "startedActors": self.started_actors,
+                "tookWaiting": self.took_waiting, "waitedSeconds": round(self.waited_s, 3)}
 
     # ------------------------------------------------------------ blank actors
     async def _replenish(self) -> None:
@@ -192,7 +195,10 @@ class AgentPool:
                     self.pids.pop(slot, None)
 
     async def _take(self, deadline: float) -> tuple[str, Any]:
+        if self.blank:
+            return self.blank.popleft()
         self.waiting += 1
+        started = time.monotonic()
         try:
             while not self.blank:
                 self.ready.clear()
@@ -200,6 +206,8 @@ class AgentPool:
             return self.blank.popleft()
         finally:
             self.waiting -= 1
+            self.took_waiting += 1
+            self.waited_s += time.monotonic() - started
 
     # ------------------------------------------------------------ bindings
     @contextlib.asynccontextmanager
