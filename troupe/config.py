@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     db_pool_timeout: Duration = timedelta(seconds=2)
     # Company actors' runs queue for connections by design (backpressure), so they wait longer.
     db_company_pool_timeout: Duration = timedelta(seconds=10)
+    # The API's longest wait for Postgres on an open connection (a server that hangs with the
+    # connection open sends no RST, so nothing else ends the wait). Far above any statement
+    # of a request, so only a hang reaches it; 0 turns it off.
+    db_read_timeout: Duration = timedelta(seconds=5)
     # TCP keepalives and tcp_user_timeout: a connection to a host that vanished from the
     # network (no RST) is declared dead in about this long instead of the kernel's ~2 h.
     db_tcp_timeout: Duration = timedelta(seconds=10)

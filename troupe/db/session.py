@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -55,6 +57,32 @@ def connect_timeouts(settings: Settings) -> dict[str, int]:
     }
 
 
+class ReadBoundedConnection(psycopg.AsyncConnection):
+    """A psycopg connection whose every wait for the server is bounded by ``read_timeout``:
+    psycopg has no read timeout, and a server that hangs with the connection open (stopped,
+    or a stalled disk) would otherwise hold the request forever."""
+
+    read_timeout: float | None = None
+
+    async def wait(self, gen: Any, interval: float = 0.1,
+                   timeout: float | None = None) -> Any:  # noqa: ASYNC109 - psycopg's own signature
+        try:
+            return await super().wait(gen, interval, timeout if timeout is not None else self.read_timeout)
+        except _WAIT_TIMEOUT as exc:
+            # The server may still answer the abandoned statement: the connection is unusable.
+            # Closing it makes SQLAlchemy discard it instead of returning it to the pool.
+            self.pgconn.finish()
+            raise psycopg.OperationalError(f"no answer from the server within {self.read_timeout} s") from exc
+
+
+# psycopg's own "wait expired" error (internal name, hence looked up defensively).
+_WAIT_TIMEOUT: type[BaseException] = getattr(psycopg.errors, "_WaitTimeout", psycopg.errors.OperationalError)
+
+
+def _read_bounded(read_timeout: float) -> type[ReadBoundedConnection]:
+    return type("ReadBoundedConnection", (ReadBoundedConnection,), {"read_timeout": read_timeout})
+
+
 def get_engine() -> AsyncEngine:
     global _engine, _sessionmaker
     if _engine is None:
@@ -69,10 +97,16 @@ def get_engine() -> AsyncEngine:
         else:
             sizing = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
                       "pool_timeout": settings.db_pool_timeout.total_seconds(), "pool_pre_ping": True}
+        connect_args: dict[str, Any] = {"options": "-c timezone=UTC", **connect_timeouts(settings)}
+        read_timeout = settings.db_read_timeout.total_seconds()
+        if _pool == "default" and read_timeout > 0:
+            # The API's pool only: a request must end. Runs (company actors, node tasks) have
+            # their own outage handling and may run long statements.
+            connect_args["async_creator_fn"] = _read_bounded(read_timeout).connect
         _engine = create_async_engine(
             sqlalchemy_url(settings.database_url),
             # Timestamps are naive UTC throughout, as in the spec's TIMESTAMP columns.
-            connect_args={"options": "-c timezone=UTC", **connect_timeouts(settings)},
+            connect_args=connect_args,
             **sizing,
         )
         _sessionmaker = async_sessionmaker(_engine, expire_on_commit=False)
