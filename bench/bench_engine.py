@@ -240,16 +240,19 @@ async def overhead(client: httpx.AsyncClient, headers: dict[str, str], owner: uu
     company = await _seed_company(owner, "overhead", 5)
     workflows = {"chain": await _seed_workflow(owner, company, "bench chain", *chain_graph(NODES), "sequential"),
                  "fanout": await _seed_workflow(owner, company, "bench fan-out", *fanout_graph(NODES), "parallel")}
-    # Warm-up, not timed: actor activation and worker processes on both sides, each shape once.
-    warmup: dict[str, Any] = {}
-    for shape, baseline in SHAPES:
-        warmup[shape] = await _measure(_troupe_run, client, headers, workflows[shape])
-        await _measure(baseline, NODES, RAY_CPUS)
-    results: dict[str, Any] = {"cpus": _cluster_cpus(), "warmup": warmup,
+    results: dict[str, Any] = {"cpus": _cluster_cpus(), "warmup": {}, "free_cpus": [],
                                **{side: {shape: [] for shape, _ in SHAPES} for side in ("troupe", "ray", "ray_a")}}
-    for _ in range(REPEATS):  # interleaved, so drift in the machine's load falls on both sides
+    # Each timed run follows an untimed run of the same shape on the same side, so both sides are timed
+    # warm: a Troupe run starts and retires many workers, which would otherwise leave plain Ray cold (and
+    # the other way round). Repetitions alternate sides, so drift in the machine's load falls on both.
+    for _ in range(REPEATS):
         for shape, baseline in SHAPES:
+            warm = await _measure(_troupe_run, client, headers, workflows[shape])
+            if "error" in warm:
+                results["warmup"][shape] = warm
             results["troupe"][shape].append(await _measure(_troupe_run, client, headers, workflows[shape]))
+            await _measure(baseline, NODES, RAY_CPUS)
+            results["free_cpus"].append(_cluster_cpus()["available"])
             results["ray"][shape].append(await _measure(baseline, NODES, RAY_CPUS))
     # Extra information: plain Ray with fractional CPUs (many more workers on 2 cores: kept apart).
     for shape, baseline in SHAPES:
@@ -541,12 +544,15 @@ def _target(label: str, ratio: float | None, limit: float, *, troupe_s: float | 
 def _report_overhead(r: dict[str, Any]) -> list[str]:
     lines = [f"Engine overhead ({NODES}-node workflows of no-op nodes, each node one execute_node Ray task with "
              f"its task_executions rows; chain: sequential, fan-out: input -> {NODES - 2} parallel -> output). "
-             f"One untimed warm-up per shape and side, then {REPEATS} timed repetitions interleaved; medians"]
+             f"{REPEATS} timed repetitions per shape and side, alternating sides, each right after an untimed "
+             "run of the same shape on the same side; medians"]
     if "error" in r:
         return lines + [f"  FAILED: {r['error']}"]
     cpus = r["cpus"]
+    free = r.get("free_cpus") or [cpus["available"]]
     lines.append(f"  plain Ray baseline: the same graph as Ray tasks with the default num_cpus={RAY_CPUS}, warm "
-                 f"workers (cluster: {cpus['total']:.0f} CPUs, {cpus['available']:.2f} free to tasks)")
+                 f"workers (cluster: {cpus['total']:.0f} CPUs; free to tasks before the timed plain Ray runs: "
+                 f"{', '.join(f'{c:g}' for c in free)})")
     lines += [f"  warm-up run ({shape}) failed: {w['error']}" for shape, w in r["warmup"].items() if "error" in w]
     prefect = r["prefect"]
     medians: dict[str, dict[str, float | None]] = {}
