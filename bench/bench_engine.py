@@ -155,6 +155,20 @@ def _cluster_cpus() -> dict[str, float]:
             "available": float(ray.available_resources().get("CPU", 0))}
 
 
+def _settle(timeout_s: float = 10.0) -> float:
+    """Waits (at most ``timeout_s``) until every CPU of the cluster is free again, as the GCS reports it:
+    the previous run's leases returned, so a timed run does not queue behind them. Returns the CPUs free."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        free = float(ray.available_resources().get("CPU", 0))
+        if free >= total or time.monotonic() > deadline:
+            return free
+        time.sleep(0.05)
+
+
 def prefect_baseline() -> dict[str, Any]:
     python = ROOT / ".venv-prefect" / "bin" / "python"
     if not python.exists():
@@ -244,15 +258,17 @@ async def overhead(client: httpx.AsyncClient, headers: dict[str, str], owner: uu
                                **{side: {shape: [] for shape, _ in SHAPES} for side in ("troupe", "ray", "ray_a")}}
     # Each timed run follows an untimed run of the same shape on the same side, so both sides are timed
     # warm: a Troupe run starts and retires many workers, which would otherwise leave plain Ray cold (and
-    # the other way round). Repetitions alternate sides, so drift in the machine's load falls on both.
+    # the other way round); and starts once every CPU is free again (_settle). Repetitions alternate
+    # sides, so drift in the machine's load falls on both.
     for _ in range(REPEATS):
         for shape, baseline in SHAPES:
             warm = await _measure(_troupe_run, client, headers, workflows[shape])
             if "error" in warm:
                 results["warmup"][shape] = warm
+            results["free_cpus"].append(await asyncio.to_thread(_settle))
             results["troupe"][shape].append(await _measure(_troupe_run, client, headers, workflows[shape]))
             await _measure(baseline, NODES, RAY_CPUS)
-            results["free_cpus"].append(_cluster_cpus()["available"])
+            results["free_cpus"].append(await asyncio.to_thread(_settle))
             results["ray"][shape].append(await _measure(baseline, NODES, RAY_CPUS))
     # Extra information: plain Ray with fractional CPUs (many more workers on 2 cores: kept apart).
     for shape, baseline in SHAPES:
@@ -342,11 +358,13 @@ async def throughput(client: httpx.AsyncClient, headers: dict[str, str], owner: 
     await _wait_runs(warm_wf, len(warm["accepted"]))
     await asyncio.to_thread(ray_many, 2 * HTTP_CONCURRENCY, len(nodes), RAY_CPUS)
 
+    await asyncio.to_thread(_settle)
     sent = await _execute_many(client, headers, workflow, TASKS)
     states = await _wait_runs(workflow, len(sent["accepted"]))
     done_s = time.perf_counter() - sent["started"]
     finished = sum(states.get(s, 0) for s in TERMINAL) >= len(sent["accepted"])
     rows = await _rows_per_run(workflow)
+    await asyncio.to_thread(_settle)
     ray_b = await _measure(ray_many, TASKS, len(nodes), RAY_CPUS)
     await _measure(ray_many, 2 * HTTP_CONCURRENCY, len(nodes), NODE_CPUS)
     ray_a = await _measure(ray_many, TASKS, len(nodes), NODE_CPUS)
@@ -551,8 +569,8 @@ def _report_overhead(r: dict[str, Any]) -> list[str]:
     cpus = r["cpus"]
     free = r.get("free_cpus") or [cpus["available"]]
     lines.append(f"  plain Ray baseline: the same graph as Ray tasks with the default num_cpus={RAY_CPUS}, warm "
-                 f"workers (cluster: {cpus['total']:.0f} CPUs; free to tasks before the timed plain Ray runs: "
-                 f"{', '.join(f'{c:g}' for c in free)})")
+                 f"workers (cluster: {cpus['total']:.0f} CPUs; free at the start of each timed run, Troupe and "
+                 f"plain Ray alternating, after waiting up to 10 s for all: {', '.join(f'{c:g}' for c in free)})")
     lines += [f"  warm-up run ({shape}) failed: {w['error']}" for shape, w in r["warmup"].items() if "error" in w]
     prefect = r["prefect"]
     medians: dict[str, dict[str, float | None]] = {}
