@@ -19,6 +19,7 @@ backends, and a Serve application cannot be pointed at other servers in place.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -274,7 +275,10 @@ def scenario_stack(kind: str, *, num_cpus: int = 2) -> Iterator[ScenarioStack]:
     scenario left it stopped) long enough to drop the database, then stops them."""
     from troupe.infra import devstack
 
-    root = Path(os.environ.get(ROOT_ENV) or tempfile.mkdtemp(prefix="troupe-pb-"))
+    given = os.environ.get(ROOT_ENV)
+    root = Path(given or tempfile.mkdtemp(prefix="troupe-pb-"))
+    if not given:  # run by hand: nobody else will remove it
+        atexit.register(cleanup, root)
     data_root = root / "data"
     run_id = devstack.configure(kind=kind, data_root=data_root)
     with private_backends(root) as backends, \
