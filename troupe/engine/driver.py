@@ -49,6 +49,7 @@ from troupe.timeutil import utcnow
 log = logging.getLogger("troupe.engine")
 DEFAULT_NODE_TIMEOUT = 300.0
 DEFAULT_WORKFLOW_TIMEOUT = 3600.0
+PROGRESS_EVENT_SECONDS = 0.05
 
 
 class Parked(Exception):
@@ -110,6 +111,9 @@ class RunDriver:
         self.tools: dict[str, ToolSpec] = {}
         self.tokens = 0
         self.cost = 0.0
+        self._pending_event: tuple[Any, ...] | None = None
+        self._event_timer: asyncio.TimerHandle | None = None
+        self._last_event = 0.0
         # Group commit: writers buffered up to ``_wanted`` are on disk up to ``_written``.
         self._wanted = 0
         self._written = 0
@@ -557,9 +561,25 @@ class RunDriver:
         progress = min(99, int(done * 100 / max(total, 1)))
         label = str((self.by_id[nid].get("data") or {}).get("label") or nid)
         self.ledger.set_progress(progress=progress, step=label, total=total, eta=eta)
-        records.events.put(*_progress_event(self.task, message=f"{label} {self.outcomes[nid].kind}",
-                                            tokens=self.tokens, cost=self.cost, progress=progress,
-                                            status="running", step=label, total=total, eta=eta))
+        self._pending_event = _progress_event(self.task, message=f"{label} {self.outcomes[nid].kind}",
+                                              tokens=self.tokens, cost=self.cost, progress=progress,
+                                              status="running", step=label, total=total, eta=eta)
+        # At most one progress event per PROGRESS_EVENT_SECONDS per run, always the latest state: a
+        # 100-node chain would otherwise publish 100 events in a tenth of a second.
+        wait = self._last_event + PROGRESS_EVENT_SECONDS - time.monotonic()
+        if wait <= 0:
+            self._flush_progress()
+        elif self._event_timer is None:
+            self._event_timer = asyncio.get_running_loop().call_later(wait, self._flush_progress)
+
+    def _flush_progress(self) -> None:
+        if self._event_timer is not None:
+            self._event_timer.cancel()
+            self._event_timer = None
+        if self._pending_event is not None:
+            records.events.put(*self._pending_event)
+            self._pending_event = None
+            self._last_event = time.monotonic()
 
     def _accounting(self, now: Any) -> dict[str, Any]:
         meta = dict(self.task.meta or {})
@@ -590,6 +610,7 @@ class RunDriver:
         return await self._finish("completed", output=_jsonable(self._final_output()))
 
     async def _finish(self, status: str, *, output: Any = None, error: dict[str, Any] | None = None) -> str:
+        self._flush_progress()  # what progressed so far is told before the ending
         now = utcnow()
         if not hasattr(self, "task"):
             # Failed before the run could be loaded: still never left running.
@@ -625,6 +646,7 @@ class RunDriver:
         return status
 
     async def _cancel(self, inflight: dict[str, asyncio.Task[Outcome]]) -> str:
+        self._flush_progress()  # what progressed so far is told before the ending
         for fut in inflight.values():
             fut.cancel()
         self.control.cancel_nodes()
@@ -636,6 +658,7 @@ class RunDriver:
         return "cancelled"
 
     async def _pause(self) -> str:
+        self._flush_progress()  # what progressed so far is told before the ending
         self.ledger.log("info", "task paused at a node boundary")
         await self.commit()
         task = await records.fenced_task_update(self.task_id, self.epoch, status="paused", lease_expires_at=None)
@@ -644,6 +667,7 @@ class RunDriver:
         return "paused"
 
     async def _park(self, wake_at: Any) -> str:
+        self._flush_progress()  # what progressed so far is told before the ending
         self.ledger.log("info", f"run parked until {wake_at} (long delay)")
         await self.commit()
         state = {**(self.task.run_state or {}), "parkedUntil": wake_at}
