@@ -79,7 +79,7 @@ class ReadBoundedConnection(psycopg.AsyncConnection):
 _WAIT_TIMEOUT: type[BaseException] = getattr(psycopg.errors, "_WaitTimeout", psycopg.errors.OperationalError)
 
 
-def _read_bounded(read_timeout: float) -> type[ReadBoundedConnection]:
+def read_bounded(read_timeout: float) -> type[ReadBoundedConnection]:
     return type("ReadBoundedConnection", (ReadBoundedConnection,), {"read_timeout": read_timeout})
 
 
@@ -102,7 +102,7 @@ def get_engine() -> AsyncEngine:
         if _pool == "default" and read_timeout > 0:
             # The API's pool only: a request must end. Runs (company actors, node tasks) have
             # their own outage handling and may run long statements.
-            connect_args["async_creator_fn"] = _read_bounded(read_timeout).connect
+            connect_args["async_creator_fn"] = read_bounded(read_timeout).connect
         _engine = create_async_engine(
             sqlalchemy_url(settings.database_url),
             # Timestamps are naive UTC throughout, as in the spec's TIMESTAMP columns.

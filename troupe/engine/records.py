@@ -34,7 +34,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
 from troupe.config import get_settings
 from troupe.db import models
-from troupe.db.session import session_scope, sqlalchemy_url
+from troupe.db.session import connect_timeouts, read_bounded, session_scope, sqlalchemy_url
 from troupe.events.bus import publish_many
 from troupe.events.notifications import deliver
 from troupe.infra.faults import is_outage, outage_of
@@ -45,6 +45,8 @@ T = TypeVar("T")
 # A lease outlives a few missed heartbeats (CompanyActor renews every LEASE_RENEW_SECONDS).
 LEASE_SECONDS = 20.0
 LEASE_RENEW_SECONDS = 5.0
+# A ledger statement is small; no answer within this is an outage.
+LEDGER_READ_SECONDS = 10.0
 
 
 class Fenced(Exception):
@@ -77,9 +79,12 @@ def ledger_engine() -> AsyncEngine:
         settings = get_settings()
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is not set; start through troupe.infra.bootstrap")
+        # Every wait for the server is bounded too: a hung (not stopped) Postgres becomes an
+        # outage that ``durable`` waits out, instead of a driver blocked for good.
         _engine = create_async_engine(
             sqlalchemy_url(settings.database_url), isolation_level="AUTOCOMMIT", pool_size=4, max_overflow=16,
-            pool_timeout=5, connect_args={"options": "-c timezone=UTC", "connect_timeout": 3})
+            pool_timeout=5, connect_args={"options": "-c timezone=UTC", **connect_timeouts(settings),
+                                          "async_creator_fn": read_bounded(LEDGER_READ_SECONDS).connect})
     return _engine
 
 
