@@ -113,3 +113,26 @@ async def test_evicted_agent_leaves_and_is_activated_again(client, user):
     # Called again, the agent is simply activated again.
     assert_ok(await client.post(f"/api/agents/{agent}/test", headers=user.headers, json={"input": "y"}))
     assert (await _bound(agent))[0].startswith(agent_pool.SLOT_PREFIX)
+
+
+async def test_idle_agent_leaves_by_itself(client, user):
+    """Idle for TROUPE_ACTOR_IDLE_TIMEOUT (20 s in the suite): the agent's binding and
+    residency go, and its counters were handed over before it left."""
+    company = await make_company(user.id)
+    agent = await make_agent(company, user.id)
+    assert_ok(await client.post(f"/api/agents/{agent}/test", headers=user.headers, json={"input": "x"}))
+    assert await agent_pool.bound_actor(agent) is not None
+    for _ in range(60):  # idle timeout 20 s, checked about every second
+        if await agent_pool.bound_actor(agent) is None:
+            break
+        await asyncio.sleep(1)
+    assert await agent_pool.bound_actor(agent) is None
+    from troupe.actors.residency import resident_key
+    from troupe.db import models
+    from troupe.db.session import session_scope
+    from troupe.infra.redis import get_redis
+
+    assert await get_redis().zscore(resident_key(), agent) is None
+    async with session_scope() as session:
+        row = await session.get(models.Agent, uuid.UUID(agent))
+    assert row.performance["totalRequests"] == 1

@@ -43,8 +43,9 @@ from troupe.providers.simulated import SimulatedProvider, count_tokens
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MEMORY = 10
 RATE_WINDOW_S = 60.0
-# How often an idle actor checks its idle timeout and whether the pool still keeps it.
-TICK_S = 1.0
+# How often an idle actor checks its idle timeout and whether the pool still keeps it
+# (hundreds of resident actors share two cores: they should not wake often for nothing).
+TICK_S = 5.0
 
 
 class NotBound(Exception):

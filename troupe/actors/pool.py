@@ -110,6 +110,12 @@ def _actor(slot: str) -> Any | None:
         return None
 
 
+async def _find(slot: str) -> Any | None:
+    """``_actor`` from async code: the name lookup is a blocking GCS call, and a blocked
+    event loop would stall every other request's Redis and database I/O past its timeout."""
+    return await asyncio.to_thread(_actor, slot)
+
+
 @ray.remote
 class AgentPool:
     def __init__(self) -> None:
@@ -169,9 +175,11 @@ class AgentPool:
     async def _start_one(self) -> None:
         slot = f"{SLOT_PREFIX}{uuid.uuid4().hex[:16]}"
         try:
-            actor = AgentActor.options(name=slot, namespace=handles.NAMESPACE, lifetime="detached", num_cpus=0,
-                                       max_concurrency=1000, max_restarts=0).remote(
-                slot, self.idle_timeout_s, self.keepalive_s)
+            # Creating a named actor registers its name with the GCS synchronously: off the loop.
+            actor = await asyncio.to_thread(
+                lambda: AgentActor.options(name=slot, namespace=handles.NAMESPACE, lifetime="detached", num_cpus=0,
+                                           max_concurrency=1000, max_restarts=0).remote(
+                    slot, self.idle_timeout_s, self.keepalive_s))
             self.pids[slot] = await actor.keep.remote()
             self.started_actors += 1
             self.blank.append((slot, actor))
@@ -246,7 +254,7 @@ class AgentPool:
     async def _serves(self, slot: str, agent_id: str, *, suspect: bool) -> bool:
         """Whether ``slot`` is alive and serving ``agent_id``. A suspect actor (a caller failed
         on it) is asked; one that does not answer is killed, so two actors never serve one agent."""
-        actor = _actor(slot)
+        actor = await _find(slot)
         if actor is None:
             return False
         if not suspect:
@@ -293,7 +301,7 @@ class AgentPool:
         try:
             for other in await residency.register_agent(agent_id):
                 slot = await get_redis().get(binding_key(other))
-                actor = _actor(slot) if slot else None
+                actor = await _find(slot) if slot else None
                 if actor is None:
                     await residency.unregister_agent(other)
                 else:
@@ -308,16 +316,17 @@ class AgentPool:
 
         async with self._agent_lock(agent_id):
             redis = get_redis()
-            if await redis.eval(_DELETE_IF, 1, binding_key(agent_id), slot) or not await redis.exists(
-                    binding_key(agent_id)):
+            if await redis.get(binding_key(agent_id)) in (slot, None):
+                # Residency first: once the binding is gone, so is the agent's residency.
                 await residency.unregister_agent(agent_id)
+                await redis.eval(_DELETE_IF, 1, binding_key(agent_id), slot)
             if any(windows.values()):
                 await redis.set(windows_key(agent_id), json.dumps(windows), ex=61)
             if self.bound.get(agent_id, ("",))[0] == slot:
                 del self.bound[agent_id]
         keep = lean and len(self.blank) + self.starting < self.target + self.waiting
         if keep:
-            actor = _actor(slot)
+            actor = await _find(slot)
             if actor is None:
                 return False
             self.blank.append((slot, actor))
@@ -419,10 +428,10 @@ async def _resolve(agent_id: str, agent: dict[str, Any] | None, stale: str | Non
     if cached is not None and cached[0] != stale:
         return cached
     slot = None if stale else await get_redis().get(binding_key(agent_id))
-    actor = _actor(slot) if slot else None
+    actor = await _find(slot) if slot else None
     if actor is None:
         slot = await handles.call(handles.AGENT_POOL, "activate", agent_id, agent, stale or slot)
-        actor = _actor(slot)
+        actor = await _find(slot)
         if actor is None:
             raise ActorDiedError()
     _bound[agent_id] = (slot, actor)
@@ -494,7 +503,7 @@ def complete_sync(agent_id: str, request: dict[str, Any], *, timeout: float | No
 async def reload(agent_id: str, agent: dict[str, Any]) -> None:
     """Give a resident agent its changed row; a non-resident one reads it when activated."""
     slot = await get_redis().get(binding_key(agent_id))
-    actor = _actor(slot) if slot else None
+    actor = await _find(slot) if slot else None
     if actor is None:
         return
     try:
@@ -506,7 +515,7 @@ async def reload(agent_id: str, agent: dict[str, Any]) -> None:
 async def bound_actor(agent_id: str) -> tuple[str, Any] | None:
     """The actor serving ``agent_id`` now, if any (tests and benchmarks find it here)."""
     slot = await get_redis().get(binding_key(agent_id))
-    actor = _actor(slot) if slot else None
+    actor = await _find(slot) if slot else None
     return (slot, actor) if actor is not None else None
 
 
