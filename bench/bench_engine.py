@@ -256,19 +256,20 @@ async def overhead(client: httpx.AsyncClient, headers: dict[str, str], owner: uu
                  "fanout": await _seed_workflow(owner, company, "bench fan-out", *fanout_graph(NODES), "parallel")}
     results: dict[str, Any] = {"cpus": _cluster_cpus(), "warmup": {}, "free_cpus": [],
                                **{side: {shape: [] for shape, _ in SHAPES} for side in ("troupe", "ray", "ray_a")}}
-    # Each timed run follows an untimed run of the same shape on the same side, so both sides are timed
-    # warm: a Troupe run starts and retires many workers, which would otherwise leave plain Ray cold (and
-    # the other way round); and starts once every CPU is free again (_settle). Repetitions alternate
-    # sides, so drift in the machine's load falls on both.
+    # Each timed run follows, at once, an untimed run of the same shape on the same side, so both sides
+    # are timed on warm workers: Ray retires a worker idle for 1 s once the node has more workers than
+    # CPUs (here always: the Serve replica, the actors), so a gap leaves the next run cold. Each such pair
+    # starts once every CPU is free again (_settle). Repetitions alternate sides, so drift in the
+    # machine's load falls on both.
     for _ in range(REPEATS):
         for shape, baseline in SHAPES:
+            results["free_cpus"].append(await asyncio.to_thread(_settle))
             warm = await _measure(_troupe_run, client, headers, workflows[shape])
             if "error" in warm:
                 results["warmup"][shape] = warm
-            results["free_cpus"].append(await asyncio.to_thread(_settle))
             results["troupe"][shape].append(await _measure(_troupe_run, client, headers, workflows[shape]))
-            await _measure(baseline, NODES, RAY_CPUS)
             results["free_cpus"].append(await asyncio.to_thread(_settle))
+            await _measure(baseline, NODES, RAY_CPUS)
             results["ray"][shape].append(await _measure(baseline, NODES, RAY_CPUS))
     # Extra information: plain Ray with fractional CPUs (many more workers on 2 cores: kept apart).
     for shape, baseline in SHAPES:
@@ -353,18 +354,18 @@ async def throughput(client: httpx.AsyncClient, headers: dict[str, str], owner: 
     nodes, edges = chain_graph(2)  # the smallest runnable workflow: input -> output
     warm_wf = await _seed_workflow(owner, company, "bench minimal warm-up", nodes, edges, "sequential")
     workflow = await _seed_workflow(owner, company, "bench minimal", nodes, edges, "sequential")
-    # Warm-up, not timed: the company actor's activation and its connections; warm workers for plain Ray.
+    # Each side timed right after an untimed warm-up of its own (the company actor's activation and
+    # connections; warm workers), as in the overhead benchmark.
+    await asyncio.to_thread(_settle)
     warm = await _execute_many(client, headers, warm_wf, HTTP_CONCURRENCY)
     await _wait_runs(warm_wf, len(warm["accepted"]))
-    await asyncio.to_thread(ray_many, 2 * HTTP_CONCURRENCY, len(nodes), RAY_CPUS)
-
-    await asyncio.to_thread(_settle)
     sent = await _execute_many(client, headers, workflow, TASKS)
     states = await _wait_runs(workflow, len(sent["accepted"]))
     done_s = time.perf_counter() - sent["started"]
     finished = sum(states.get(s, 0) for s in TERMINAL) >= len(sent["accepted"])
     rows = await _rows_per_run(workflow)
     await asyncio.to_thread(_settle)
+    await _measure(ray_many, 2 * HTTP_CONCURRENCY, len(nodes), RAY_CPUS)
     ray_b = await _measure(ray_many, TASKS, len(nodes), RAY_CPUS)
     await _measure(ray_many, 2 * HTTP_CONCURRENCY, len(nodes), NODE_CPUS)
     ray_a = await _measure(ray_many, TASKS, len(nodes), NODE_CPUS)
@@ -579,15 +580,16 @@ def _target(label: str, ratio: float | None, limit: float, *, troupe_s: float | 
 def _report_overhead(r: dict[str, Any]) -> list[str]:
     lines = [f"Engine overhead ({NODES}-node workflows of no-op nodes, each node one execute_node Ray task with "
              f"its task_executions rows; chain: sequential, fan-out: input -> {NODES - 2} parallel -> output). "
-             f"{REPEATS} timed repetitions per shape and side, alternating sides, each right after an untimed "
-             "run of the same shape on the same side; medians"]
+             f"{REPEATS} timed repetitions per shape and side, alternating sides, each at once after an untimed "
+             "run of the same shape on the same side (warm workers); medians"]
     if "error" in r:
         return lines + [f"  FAILED: {r['error']}"]
     cpus = r["cpus"]
     free = r.get("free_cpus") or [cpus["available"]]
     lines.append(f"  plain Ray baseline: the same graph as Ray tasks with the default num_cpus={RAY_CPUS}, warm "
                  f"workers (cluster: {cpus['total']:.0f} CPUs; free at the start of each timed run, Troupe and "
-                 f"plain Ray alternating, after waiting up to 10 s for all: {', '.join(f'{c:g}' for c in free)})")
+                 f"plain Ray alternating, before each warm-up + timed pair, after waiting up to 10 s for all: "
+                 f"{', '.join(f'{c:g}' for c in free)})")
     lines += [f"  warm-up run ({shape}) failed: {w['error']}" for shape, w in r["warmup"].items() if "error" in w]
     prefect = r["prefect"]
     medians: dict[str, dict[str, float | None]] = {}
