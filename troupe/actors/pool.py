@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 SLOT_PREFIX = "agent-slot:"
 # Blank actors the pool starts at once (Ray starts workers about two at a time on two cores).
 START_PARALLEL = 4
+# How long an agent asked to leave is counted on to bring its actor back to the pool.
+RETURN_WAIT_S = 30.0
+ENFORCE_S = 2.0
 _DEAD = (ActorDiedError, ActorUnavailableError, RayActorError)
 # KEYS: binding; ARGV: actor name. Deletes the binding only if it still names that actor.
 _DELETE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -130,6 +133,9 @@ class AgentPool:
         self.blank: deque[tuple[str, Any]] = deque()
         self.starting = 0
         self.waiting = 0
+        # Agents asked to leave by the residency bound (when they were asked): their actors are
+        # expected back blank, so the pool does not start processes to replace what they refill.
+        self.returning: dict[str, float] = {}
         self.ready = asyncio.Event()
         self.locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self.bound: dict[str, tuple[str, int]] = {}  # agent id -> (actor name, pid), what this pool bound
@@ -146,7 +152,7 @@ class AgentPool:
         if not self.tasks:
             loop = asyncio.get_running_loop()
             self.tasks = [loop.create_task(self._replenish()), loop.create_task(self._keepalive()),
-                          loop.create_task(self._flush_perf())]
+                          loop.create_task(self._flush_perf()), loop.create_task(self._enforce())]
 
     async def start(self) -> dict[str, Any]:
         """Idempotent: makes sure the pool is filling (each API replica calls it at start-up)."""
@@ -164,7 +170,11 @@ class AgentPool:
     async def _replenish(self) -> None:
         while True:
             try:
-                want = self.target + self.waiting - len(self.blank) - self.starting
+                now = time.monotonic()
+                for agent_id, asked in list(self.returning.items()):
+                    if now - asked > RETURN_WAIT_S:  # busy, or died on the way: stop counting on it
+                        del self.returning[agent_id]
+                want = self.target + self.waiting - len(self.blank) - self.starting - len(self.returning)
                 for _ in range(max(0, min(want, START_PARALLEL - self.starting))):
                     self.starting += 1
                     asyncio.get_running_loop().create_task(self._start_one())
@@ -191,9 +201,14 @@ class AgentPool:
             self.starting -= 1
 
     async def _keepalive(self) -> None:
-        """Blank actors exit by themselves when no pool keeps them (a lost pool leaks nothing)."""
+        """Blank actors exit by themselves when no pool keeps them (a lost pool leaks nothing).
+        Blank actors beyond the pool's size (a burst's late starters) are let go."""
         while True:
             await asyncio.sleep(self.keepalive_s)
+            while len(self.blank) > self.target and not self.waiting:
+                slot, actor = self.blank.pop()
+                self.pids.pop(slot, None)
+                ray.kill(actor, no_restart=True)
             for slot, actor in list(self.blank):
                 try:
                     await actor.keep.remote()
@@ -295,25 +310,49 @@ class AgentPool:
         return slot
 
     async def _register(self, agent_id: str) -> None:
-        """Residency bound, off the activation's path: ask the least recently used to leave."""
+        """Residency bound, off the activation's path: ask the least recently used to leave.
+        A failure here (Redis slow or down) is repaired by ``_enforce``."""
         from troupe.actors import residency
 
         try:
-            for other in await residency.register_agent(agent_id):
-                slot = await get_redis().get(binding_key(other))
-                actor = await _find(slot) if slot else None
-                if actor is None:
-                    await residency.unregister_agent(other)
-                else:
-                    actor.evict.remote(other)
+            await self._evict(await residency.register_agent(agent_id))
         except Exception:
-            log.exception("agent pool: residency bookkeeping failed for %s", agent_id)
+            log.warning("agent pool: residency bookkeeping for %s deferred", agent_id, exc_info=True)
+
+    async def _evict(self, agent_ids: list[str]) -> None:
+        from troupe.actors import residency
+
+        for other in agent_ids:
+            if other in self.returning:
+                continue  # already asked
+            slot = await get_redis().get(binding_key(other))
+            actor = await _find(slot) if slot else None
+            if actor is None:  # its actor died: nothing resident to count
+                await residency.unregister_agent(other)
+                if self.bound.get(other, ("",))[0] in (slot, ""):
+                    self.bound.pop(other, None)
+            elif await actor.evict.remote(other):
+                self.returning[other] = time.monotonic()
+
+    async def _enforce(self) -> None:
+        """Every few seconds: every agent this pool bound is counted, and the residents past
+        the bound are asked to leave (again: a busy one refuses, a registration can fail)."""
+        from troupe.actors import residency
+
+        while True:
+            await asyncio.sleep(ENFORCE_S)
+            try:
+                await residency.register_agents(list(self.bound))
+                await self._evict(await residency.over_bound())
+            except Exception:
+                log.warning("agent pool: enforcing the residency bound failed; retrying", exc_info=True)
 
     async def release(self, agent_id: str, slot: str, windows: dict[str, list[float]], lean: bool) -> bool:
         """An agent's actor leaves it (idle or evicted). Answers whether the actor should
         wait blank in the pool (True) or exit."""
         from troupe.actors import residency
 
+        self.returning.pop(agent_id, None)
         async with self._agent_lock(agent_id):
             redis = get_redis()
             if await redis.get(binding_key(agent_id)) in (slot, None):

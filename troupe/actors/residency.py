@@ -57,14 +57,25 @@ class IdleWatch:
 
 async def register_agent(agent_id: str) -> list[str]:
     """Record ``agent_id`` as resident; return ids to evict (least recently used first)."""
+    await get_redis().zadd(resident_key(), {agent_id: time.time()})
+    return await over_bound(keep=agent_id)
+
+
+async def register_agents(agent_ids: list[str]) -> None:
+    """Make sure these agents are counted (without moving their last use)."""
+    if agent_ids:
+        now = time.time()
+        await get_redis().zadd(resident_key(), dict.fromkeys(agent_ids, now), nx=True)
+
+
+async def over_bound(keep: str | None = None) -> list[str]:
+    """Residents past ``max_resident_agents``, least recently used first (never ``keep``)."""
     redis = get_redis()
-    await redis.zadd(resident_key(), {agent_id: time.time()})
-    limit = get_settings().max_resident_agents
-    excess = await redis.zcard(resident_key()) - limit
+    excess = await redis.zcard(resident_key()) - get_settings().max_resident_agents
     if excess <= 0:
         return []
     oldest = await redis.zrange(resident_key(), 0, excess - 1)
-    return [a for a in oldest if a != agent_id]
+    return [a for a in oldest if a != keep]
 
 
 async def unregister_agent(agent_id: str) -> None:
