@@ -254,7 +254,7 @@ async def overhead(client: httpx.AsyncClient, headers: dict[str, str], owner: uu
     company = await _seed_company(owner, "overhead", 5)
     workflows = {"chain": await _seed_workflow(owner, company, "bench chain", *chain_graph(NODES), "sequential"),
                  "fanout": await _seed_workflow(owner, company, "bench fan-out", *fanout_graph(NODES), "parallel")}
-    results: dict[str, Any] = {"cpus": _cluster_cpus(), "warmup": {}, "free_cpus": [],
+    results: dict[str, Any] = {"cpus": _cluster_cpus(), "warmup": {}, "free_cpus": [], "load": [os.getloadavg()[0]],
                                **{side: {shape: [] for shape, _ in SHAPES} for side in ("troupe", "ray", "ray_a")}}
     # Each timed run follows, at once, an untimed run of the same shape on the same side, so both sides
     # are timed on warm workers: Ray retires a worker idle for 1 s once the node has more workers than
@@ -276,6 +276,7 @@ async def overhead(client: httpx.AsyncClient, headers: dict[str, str], owner: uu
         await _measure(baseline, NODES, NODE_CPUS)
         for _ in range(REPEATS):
             results["ray_a"][shape].append(await _measure(baseline, NODES, NODE_CPUS))
+    results["load"].append(os.getloadavg()[0])
     results["prefect"] = await asyncio.to_thread(prefect_baseline)
     return results
 
@@ -591,6 +592,10 @@ def _report_overhead(r: dict[str, Any]) -> list[str]:
                  f"plain Ray alternating, before each warm-up + timed pair, after waiting up to 10 s for all: "
                  f"{', '.join(f'{c:g}' for c in free)})")
     lines += [f"  warm-up run ({shape}) failed: {w['error']}" for shape, w in r["warmup"].items() if "error" in w]
+    if r.get("load"):
+        lines.append(f"  machine load average (1 min) at start / end: {' / '.join(f'{x:.1f}' for x in r['load'])} on "
+                     f"{os.cpu_count()} CPUs" + (" (above the CPU count: every figure here is noisy)"
+                                                 if max(r["load"]) > (os.cpu_count() or 1) else ""))
     prefect = r["prefect"]
     medians: dict[str, dict[str, float | None]] = {}
     for shape, label in (("chain", "chain  "), ("fanout", "fan-out")):

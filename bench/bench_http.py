@@ -128,8 +128,9 @@ def run(stack: dict[str, str]) -> dict[str, Any]:
                 sides[side].append(result)
                 print(f"  http: {side:7s} {result['requests']} requests in {result['seconds']:.1f} s, "
                       f"{len(result['errors'])} errors", flush=True)
+    load = os.getloadavg()[0]
     front = "HAProxy front door" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "Serve's proxy actor"
-    return {"path": "GET /api/companies/:id", "company": str(uuid.UUID(company)), "nice": nice, "front": front,
+    return {"path": "GET /api/companies/:id", "company": str(uuid.UUID(company)), "nice": nice, "front": front, "load": load,
             "serve": _pool(sides["serve"]), "uvicorn": _pool(sides["uvicorn"])}
 
 
@@ -155,7 +156,8 @@ def report(results: dict[str, Any]) -> list[str]:
         f"{ROUNDS * 2} x {REQUESTS} requests per side in ABBA order, {CONCURRENCY} concurrent; "
         "every response checked: 200 and the reference body",
         f"  one Serve replica ({results['front']}) vs one uvicorn worker, both at niceness {results['nice']} "
-        "(Ray's worker niceness)",
+        f"(Ray's worker niceness); machine load average at the end {results.get('load', float('nan')):.1f} on "
+        f"{os.cpu_count()} CPUs",
         row("plain uvicorn", plain),
         row("through Serve", serve),
     ]
