@@ -176,21 +176,24 @@ async def test_node_timeout_and_workflow_timeout(client, user):
 
 
 async def test_long_delay_parks_the_run_and_wakes(client, user):
+    from datetime import datetime
+
     company = await make_company(user.id, maxConcurrency=1)
-    wf = await make_workflow(company, user.id, [node("in", "input"), node("wait", "delay", seconds=3),
+    wf = await make_workflow(company, user.id, [node("in", "input"), node("wait", "delay", seconds=6),
                                                 node("out", "output", value="woke")], chain("in", "wait", "out"))
     parked = await run_workflow(client, user, company, wf, {})
     quick = await make_workflow(company, user.id, [node("in", "input"), node("out", "output", value="quick")],
                                 chain("in", "out"))
-    import asyncio
-
     await asyncio.sleep(1.0)
-    # The parked run holds no slot: a second task of this maxConcurrency=1 company finishes meanwhile.
-    other = await wait_status(client, user, await run_workflow(client, user, company, quick, {}), timeout=10)
+    # The parked run holds no slot: a second task of this maxConcurrency=1 company runs while it sleeps.
+    other = await wait_status(client, user, await run_workflow(client, user, company, quick, {}), timeout=30)
     assert other["status"] == "completed"
-    assert assert_ok(await client.get(f"/api/tasks/{parked}", headers=user.headers))["status"] == "running"
-    done = await wait_status(client, user, parked, timeout=20)
+    done = await wait_status(client, user, parked, timeout=60)
     assert done["status"] == "completed" and done["output"] == "woke"
+    wait_row = next(r for r in await executions(client, user, parked) if r["nodeId"] == "wait")
+    wake_at = datetime.fromisoformat(wait_row["metadata"]["wakeAt"]).replace(tzinfo=None)
+    finished = datetime.fromisoformat(other["completedAt"].replace("Z", "+00:00")).replace(tzinfo=None)
+    assert finished < wake_at, (other["completedAt"], wake_at)
 
 
 async def test_bad_input_refused(client, user):
