@@ -367,7 +367,6 @@ class Task(_Model):
         Index("idx_tasks_created_at", "created_at"),
         Index("idx_tasks_tags", "tags", postgresql_using="gin"),
         Index("idx_tasks_company_status_priority_created", "company_id", "status", "priority", "created_at"),
-        Index("idx_tasks_running_lease", "lease_expires_at", postgresql_where=text("status = 'running'")),
     )
 
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import text, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from psycopg.errors import IntegrityError
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import update
 from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
 from troupe.config import get_settings
@@ -68,24 +68,31 @@ async def durable(op: Callable[[], Awaitable[T]], *, what: str) -> T:
 
 
 # ---------------------------------------------------------------- the ledger's connection
-_engine: AsyncEngine | None = None
+_pool: AsyncConnectionPool | None = None
 
 
-def ledger_engine() -> AsyncEngine:
-    """Autocommit connections: a ledger write is one statement, so one round trip
-    (no BEGIN/COMMIT); no pre-ping, a dead connection is an outage ``durable`` retries."""
-    global _engine
-    if _engine is None:
+async def ledger_pool() -> AsyncConnectionPool:
+    """Plain psycopg autocommit connections (no ORM on the hot path): a ledger write is
+    one prepared statement, so one round trip. Every wait for the server is bounded, so a
+    hung (not stopped) Postgres is an outage that ``durable`` waits out, not a stuck driver."""
+    global _pool
+    if _pool is None:
         settings = get_settings()
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is not set; start through troupe.infra.bootstrap")
-        # Every wait for the server is bounded too: a hung (not stopped) Postgres becomes an
-        # outage that ``durable`` waits out, instead of a driver blocked for good.
-        _engine = create_async_engine(
-            sqlalchemy_url(settings.database_url), isolation_level="AUTOCOMMIT", pool_size=4, max_overflow=16,
-            pool_timeout=5, connect_args={"options": "-c timezone=UTC", **connect_timeouts(settings),
-                                          "async_creator_fn": read_bounded(LEDGER_READ_SECONDS).connect})
-    return _engine
+        conninfo = sqlalchemy_url(settings.database_url).replace("postgresql+psycopg://", "postgresql://", 1)
+        _pool = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=16, timeout=5, open=False, connection_class=read_bounded(
+                LEDGER_READ_SECONDS), kwargs={"autocommit": True, "options": "-c timezone=UTC",
+                                              **connect_timeouts(settings)})
+        await _pool.open(wait=False)
+    return _pool
+
+
+async def _rows(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    async with (await ledger_pool()).connection() as conn:
+        cursor = await conn.execute(sql, params)  # type: ignore[arg-type]
+        return await cursor.fetchall() if cursor.description else []
 
 
 def _json(value: Any) -> str:
@@ -96,56 +103,64 @@ def _ts(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-# One statement: renew the lease (fence), then everything else only FROM lease.
-_FLUSH = text("""
+# One statement: renew the lease (fence), then everything else only FROM lease. Postgres runs
+# every data-modifying WITH part exactly once, so the parts a wave has nothing for are left out.
+_LEASE = """
 WITH lease AS (
-  UPDATE tasks SET lease_expires_at = now() AT TIME ZONE 'utc' + make_interval(secs => :ttl),
-         progress = COALESCE(CAST(:progress AS int), progress),
-         current_step = COALESCE(CAST(:step AS varchar), current_step),
-         total_steps = COALESCE(CAST(:total AS int), total_steps),
-         estimated_completion = COALESCE(CAST(:eta AS timestamp), estimated_completion)
-  WHERE id = :task AND lease_epoch = :epoch RETURNING id
-), started AS (
+  UPDATE tasks SET lease_expires_at = now() AT TIME ZONE 'utc' + make_interval(secs => %(ttl)s),
+         progress = COALESCE(%(progress)s::int, progress),
+         current_step = COALESCE(%(step)s::varchar, current_step),
+         total_steps = COALESCE(%(total)s::int, total_steps),
+         estimated_completion = COALESCE(%(eta)s::timestamp, estimated_completion)
+  WHERE id = %(task)s AND lease_epoch = %(epoch)s RETURNING id
+)"""
+_PARTS = {
+    "starts": """, started AS (
   INSERT INTO task_executions (id, task_id, node_id, iteration, attempt, retry_count, status, input, output,
                                error, started_at, completed_at, execution_time, agent_id, tool_id,
                                idempotency_key, metadata)
   SELECT r.id, lease.id, r.node_id, r.iteration, r.attempt, r.attempt, r.status, r.input, r.output, r.error,
          r.started_at, r.completed_at, r.execution_time, r.agent_id, r.tool_id, r.idempotency_key,
          COALESCE(r.meta, '{}'::jsonb)
-  FROM lease, jsonb_to_recordset(CAST(:starts AS jsonb)) AS r(
+  FROM lease, jsonb_to_recordset(%(starts)s::jsonb) AS r(
     id uuid, node_id text, iteration int, attempt int, status text, input jsonb, output jsonb, error text,
     started_at timestamp, completed_at timestamp, execution_time int, agent_id uuid, tool_id uuid,
     idempotency_key text, meta jsonb)
-  RETURNING 1
-), finished AS (
+)""",
+    "finishes": """, finished AS (
   UPDATE task_executions AS t SET status = f.status, output = f.output, error = f.error, metadata = f.meta,
          completed_at = f.completed_at, execution_time = f.execution_time
-  FROM lease, jsonb_to_recordset(CAST(:finishes AS jsonb)) AS f(
+  FROM lease, jsonb_to_recordset(%(finishes)s::jsonb) AS f(
     id uuid, status text, output jsonb, error text, meta jsonb, completed_at timestamp, execution_time int)
   WHERE t.id = f.id
-  RETURNING 1
-), logged AS (
+)""",
+    "logs": """, logged AS (
   INSERT INTO logs (id, level, source, message, details, user_id, company_id, task_id, duration, created_at)
   SELECT gen_random_uuid(), l.level, 'engine', l.message, l.details, l.user_id, l.company_id, lease.id,
          l.duration, l.created_at
-  FROM lease, jsonb_to_recordset(CAST(:logs AS jsonb)) AS l(
+  FROM lease, jsonb_to_recordset(%(logs)s::jsonb) AS l(
     level text, message text, details jsonb, user_id uuid, company_id uuid, duration int, created_at timestamp)
-  RETURNING 1
-), called AS (
+)""",
+    "calls": """, called AS (
   INSERT INTO tool_calls (id, tool_id, company_id, task_id, user_id, success, duration_ms, error, created_at)
   SELECT gen_random_uuid(), c.tool_id, c.company_id, lease.id, c.user_id, c.success, c.duration_ms, c.error,
          c.created_at
-  FROM lease, jsonb_to_recordset(CAST(:calls AS jsonb)) AS c(
+  FROM lease, jsonb_to_recordset(%(calls)s::jsonb) AS c(
     tool_id uuid, company_id uuid, user_id uuid, success boolean, duration_ms int, error text,
     created_at timestamp)
   RETURNING tool_id
 ), used AS (
   UPDATE tools SET last_used_at = now() AT TIME ZONE 'utc' WHERE id IN (SELECT tool_id FROM called)
-  RETURNING 1
-)
-SELECT (SELECT count(*) FROM lease) + 0 * ((SELECT count(*) FROM started) + (SELECT count(*) FROM finished)
-       + (SELECT count(*) FROM logged) + (SELECT count(*) FROM used))
-""")
+)""",
+}
+_flush_sql: dict[tuple[str, ...], str] = {}
+
+
+def _flush_statement(parts: tuple[str, ...]) -> str:
+    sql = _flush_sql.get(parts)
+    if sql is None:
+        sql = _flush_sql[parts] = _LEASE + "".join(_PARTS[p] for p in parts) + "\nSELECT count(*) FROM lease"
+    return sql
 
 
 @dataclass
@@ -215,15 +230,16 @@ class Ledger:
         ``Fenced`` if the lease was taken over, and then nothing was written."""
         if not self:
             return
-        params = {"task": self.task_id, "epoch": self.epoch, "ttl": LEASE_SECONDS,
-                  "progress": self.progress.get("progress"), "step": self.progress.get("step"),
-                  "total": self.progress.get("total"), "eta": self.progress.get("eta"),
-                  "starts": _json(self.starts), "finishes": _json(self.finishes), "logs": _json(self.logs),
-                  "calls": _json(self.calls)}
+        params: dict[str, Any] = {"task": self.task_id, "epoch": self.epoch, "ttl": LEASE_SECONDS,
+                                  "progress": self.progress.get("progress"), "step": self.progress.get("step"),
+                                  "total": self.progress.get("total"), "eta": self.progress.get("eta")}
+        parts = tuple(name for name in _PARTS if getattr(self, name))
+        for name in parts:
+            params[name] = _json(getattr(self, name))
+        sql = _flush_statement(parts)
 
         async def write() -> int:
-            async with ledger_engine().connect() as conn:
-                return int((await conn.execute(_FLUSH, params)).scalar_one())
+            return int((await _rows(sql, params))[0][0])
 
         try:
             held = await durable(write, what=f"run {self.task_id} records")
@@ -237,45 +253,43 @@ class Ledger:
         self.starts, self.finishes, self.logs, self.calls, self.progress = [], [], [], [], {}
 
     async def _demote_duplicates(self) -> None:
-        async with ledger_engine().connect() as conn:
-            done = {(r[0], r[1]) for r in await conn.execute(text(
-                "SELECT node_id, iteration FROM task_executions WHERE task_id = :t AND status = 'completed'"),
-                {"t": self.task_id})}
+        done = {(r[0], r[1]) for r in await _rows(
+            "SELECT node_id, iteration FROM task_executions WHERE task_id = %(t)s AND status = 'completed'",
+            {"t": self.task_id})}
         for row in self.starts:
             if row["status"] == "completed" and (row["node_id"], row["iteration"]) in done:
                 row.update(status="skipped", error="duplicate of an earlier completed execution")
         if self.finishes:
-            async with ledger_engine().connect() as conn:
-                keys = {str(r[0]): (r[1], r[2]) for r in await conn.execute(text(
-                    "SELECT id, node_id, iteration FROM task_executions WHERE id = ANY(CAST(:ids AS uuid[]))"),
-                    {"ids": [f["id"] for f in self.finishes]})}
+            keys = {str(r[0]): (r[1], r[2]) for r in await _rows(
+                "SELECT id, node_id, iteration FROM task_executions WHERE id = ANY(%(ids)s::uuid[])",
+                {"ids": [f["id"] for f in self.finishes]})}
             for row in self.finishes:
                 if row["status"] == "completed" and keys.get(row["id"]) in done:
                     row.update(status="skipped", error="duplicate of an earlier completed execution")
 
 
 # ---------------------------------------------------------------- leases (CompanyActor)
-_CLAIM = text("""
+_CLAIM = """
 WITH claimed AS (
   UPDATE tasks SET status = 'running',
          started_at = COALESCE(started_at, now() AT TIME ZONE 'utc'),
          lease_epoch = lease_epoch + 1,
-         lease_expires_at = now() AT TIME ZONE 'utc' + make_interval(secs => :ttl),
+         lease_expires_at = now() AT TIME ZONE 'utc' + make_interval(secs => %(ttl)s),
          run_state = jsonb_set(COALESCE(run_state, '{}'::jsonb), '{parkedUntil}', 'null'::jsonb)
-  WHERE id = ANY(CAST(:ids AS uuid[])) AND company_id = :company
+  WHERE id = ANY(%(ids)s::uuid[]) AND company_id = %(company)s
     AND ((status = 'pending' AND queued_at IS NOT NULL AND queued_at <= now() AT TIME ZONE 'utc'
           AND (scheduled_at IS NULL OR scheduled_at <= now() AT TIME ZONE 'utc'))
-         OR (status = 'running' AND (:takeover OR lease_expires_at IS NULL
+         OR (status = 'running' AND (%(takeover)s OR lease_expires_at IS NULL
                                      OR lease_expires_at < now() AT TIME ZONE 'utc')))
   RETURNING id, lease_epoch, name, created_by, company_id
 ), logged AS (
   INSERT INTO logs (id, level, source, message, details, user_id, company_id, task_id, created_at)
   SELECT gen_random_uuid(), 'info', 'engine', 'run admitted: ' || c.name, jsonb_build_object('epoch', c.lease_epoch),
          c.created_by, c.company_id, c.id, now() AT TIME ZONE 'utc'
-  FROM claimed c RETURNING 1
+  FROM claimed c
 )
-SELECT id, lease_epoch FROM claimed WHERE (SELECT count(*) FROM logged) >= 0
-""")
+SELECT id, lease_epoch FROM claimed
+"""
 
 
 async def claim_runs(company_id: uuid.UUID, task_ids: list[uuid.UUID], *, takeover: bool = False
@@ -287,10 +301,9 @@ async def claim_runs(company_id: uuid.UUID, task_ids: list[uuid.UUID], *, takeov
         return {}
 
     async def write() -> dict[uuid.UUID, int]:
-        async with ledger_engine().connect() as conn:
-            rows = await conn.execute(_CLAIM, {"ids": [str(t) for t in task_ids], "company": company_id,
-                                               "ttl": LEASE_SECONDS, "takeover": takeover})
-            return {row[0]: int(row[1]) for row in rows}
+        rows = await _rows(_CLAIM, {"ids": [str(t) for t in task_ids], "company": company_id,
+                                    "ttl": LEASE_SECONDS, "takeover": takeover})
+        return {row[0]: int(row[1]) for row in rows}
 
     return await durable(write, what=f"company {company_id} claims")
 
@@ -299,13 +312,12 @@ async def renew_leases(leases: dict[uuid.UUID, int]) -> set[uuid.UUID]:
     """Heartbeat for the runs driven here; returns the ids whose lease is still ours."""
     if not leases:
         return set()
-    async with ledger_engine().connect() as conn:
-        rows = await conn.execute(text("""
-            UPDATE tasks AS t SET lease_expires_at = now() AT TIME ZONE 'utc' + make_interval(secs => :ttl)
-            FROM jsonb_to_recordset(CAST(:leases AS jsonb)) AS l(id uuid, epoch int)
-            WHERE t.id = l.id AND t.lease_epoch = l.epoch AND t.status = 'running' RETURNING t.id"""),
-            {"ttl": LEASE_SECONDS, "leases": _json([{"id": str(k), "epoch": v} for k, v in leases.items()])})
-        return {row[0] for row in rows}
+    rows = await _rows("""
+        UPDATE tasks AS t SET lease_expires_at = now() AT TIME ZONE 'utc' + make_interval(secs => %(ttl)s)
+        FROM jsonb_to_recordset(%(leases)s::jsonb) AS l(id uuid, epoch int)
+        WHERE t.id = l.id AND t.lease_epoch = l.epoch AND t.status = 'running' RETURNING t.id""",
+        {"ttl": LEASE_SECONDS, "leases": _json([{"id": str(k), "epoch": v} for k, v in leases.items()])})
+    return {row[0] for row in rows}
 
 
 # ---------------------------------------------------------------- plain writes (not on the hot path)
