@@ -184,8 +184,7 @@ class CompanyActor:
         async with session_scope() as session:
             due = list((await session.execute(select(models.Task.id).where(
                 models.Task.company_id == self.company_id, models.Task.status == "running",
-                or_(parked_until.is_not(None) & (parked_until <= now_text),
-                    parked_until.is_(None) & (models.Task.lease_expires_at < func.timezone("utc", func.now()))))
+                or_(parked_until.is_not(None) & (parked_until <= now_text), lease_lapsed()))
                 .limit(100))).scalars())
             # Queued by something that did not hand it over (a schedule coming due, a lost submit).
             waiting = (await session.execute(select(
@@ -389,13 +388,18 @@ def recovery_filter() -> Any:
                parked_until.is_not(None))
 
 
+def lease_lapsed() -> Any:
+    """A run (not parked) whose driver stopped renewing its lease."""
+    return (models.Task.run_state["parkedUntil"].astext.is_(None)
+            & (models.Task.lease_expires_at < func.timezone("utc", func.now())))
+
+
 async def companies_with_expired_leases() -> set[uuid.UUID]:
     """Companies with a run that is ``running`` (not parked) under a lease nobody renewed."""
     async with session_scope() as session:
         return set((await session.execute(select(models.Task.company_id).where(
-            models.Task.status == "running", models.Task.run_state["parkedUntil"].astext.is_(None),
-            models.Task.lease_expires_at < func.timezone("utc", func.now()),
-            models.Task.company_id.is_not(None)).distinct())).scalars())
+            models.Task.status == "running", lease_lapsed(), models.Task.company_id.is_not(None))
+            .distinct())).scalars())
 
 
 async def companies_with_work() -> list[uuid.UUID]:

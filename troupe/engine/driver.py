@@ -571,9 +571,9 @@ class RunDriver:
         progress = min(99, int(done * 100 / max(total, 1)))
         label = str((self.by_id[nid].get("data") or {}).get("label") or nid)
         self.ledger.set_progress(progress=progress, step=label, total=total, eta=eta)
-        self._pending_event = _progress_event(self.task, message=f"{label} {self.outcomes[nid].kind}",
-                                              tokens=self.tokens, cost=self.cost, progress=progress,
-                                              status="running", step=label, total=total, eta=eta)
+        self._pending_event = records.progress_event_args(
+            self.task, message=f"{label} {self.outcomes[nid].kind}", tokens=self.tokens, cost=self.cost,
+            progress=progress, status="running", step=label, total=total, eta=eta)
         # At most one progress event per PROGRESS_EVENT_SECONDS per run, always the latest state: a
         # 100-node chain would otherwise publish 100 events in a tenth of a second.
         wait = self._last_event + PROGRESS_EVENT_SECONDS - time.monotonic()
@@ -624,7 +624,6 @@ class RunDriver:
         now = utcnow()
         if not hasattr(self, "task"):
             # Failed before the run could be loaded: still never left running.
-            self.task = None  # type: ignore[assignment]
             values: dict[str, Any] = {"status": status, "completed_at": now,
                                       "error": {**(error or {}), "recoverable": True, "retryCount": 0},
                                       "lease_expires_at": None}
@@ -648,7 +647,8 @@ class RunDriver:
         if task is None:
             return "cancelled"
         self.task = task
-        records.events.put(*_progress_event(task, message=f"task {status}", tokens=self.tokens, cost=self.cost))
+        records.events.put(*records.progress_event_args(task, message=f"task {status}", tokens=self.tokens,
+                                                        cost=self.cost))
         # The creator's notice does not hold the run's slot.
         _background(records.notify(task.created_by, level="success" if status == "completed" else "error",
                                    title=f"Task {status}", message=f"{task.name} {status}",
@@ -693,12 +693,6 @@ def _background(coro: Any) -> None:
     task = asyncio.get_running_loop().create_task(coro)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
-
-
-def _progress_event(task: Any, **fields: Any) -> tuple[list[str], str, dict[str, Any], str | None, None]:
-    company = str(task.company_id) if task.company_id else None
-    rooms = [f"task:{task.id}"] + ([f"company:{company}"] if company else [])
-    return rooms, "task:progress", records.progress_payload(task, **fields), company, None
 
 
 def _as_items(value: Any) -> Any:

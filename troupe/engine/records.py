@@ -416,10 +416,16 @@ def progress_payload(task: models.Task | Any, *, message: str | None = None, tok
     return payload
 
 
-async def progress_event(task: models.Task | Any, **fields: Any) -> None:
+def progress_event_args(task: models.Task | Any, **fields: Any
+                        ) -> tuple[list[str], str, dict[str, Any], str | None, None]:
+    """A ``task:progress`` event as ``events.put`` takes it: the task's and its company's rooms."""
     company = str(task.company_id) if task.company_id else None
     rooms = [f"task:{task.id}"] + ([f"company:{company}"] if company else [])
-    await emit("task:progress", rooms, progress_payload(task, **fields), company_id=company)
+    return rooms, "task:progress", progress_payload(task, **fields), company, None
+
+
+async def progress_event(task: models.Task | Any, **fields: Any) -> None:
+    events.put(*progress_event_args(task, **fields))
 
 
 async def notify(user_id: uuid.UUID | None, *, level: str, title: str, message: str, data: dict[str, Any]) -> None:
