@@ -46,6 +46,8 @@ RATE_WINDOW_S = 60.0
 # How often an idle actor checks its idle timeout and whether the pool still keeps it
 # (hundreds of resident actors share two cores: they should not wake often for nothing).
 TICK_S = 5.0
+# How long a leaving actor outlives its last replies before it kills itself.
+LEAVE_GRACE_S = 0.5
 
 
 class NotBound(Exception):
@@ -192,6 +194,9 @@ class AgentActor:
         except Exception:  # the pool is gone: its successor finds the binding stale and re-binds
             self.pool, keep = None, False
         if not keep:
+            # Let the reply to ``evict`` (sent as this task started) reach its caller first:
+            # a self-kill in flight with it turns the caller's True into an ActorDiedError.
+            await asyncio.sleep(LEAVE_GRACE_S)
             ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
     async def _run(self) -> None:

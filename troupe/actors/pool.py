@@ -331,8 +331,13 @@ class AgentPool:
                 await residency.unregister_agent(other)
                 if self.bound.get(other, ("",))[0] in (slot, ""):
                     self.bound.pop(other, None)
-            elif await actor.evict.remote(other):
-                self.returning[other] = time.monotonic()
+            else:
+                try:
+                    leaves = await actor.evict.remote(other)
+                except RayActorError:  # it left (or died) as we asked
+                    leaves = True
+                if leaves:
+                    self.returning[other] = time.monotonic()
 
     async def _enforce(self) -> None:
         """Every few seconds: every agent this pool bound is counted, and the residents past
