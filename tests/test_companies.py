@@ -296,7 +296,10 @@ async def test_duplicate_deep_copies_with_remapped_agents(client, user, user_fac
         wf = (await session.execute(select(models.Workflow).where(
             models.Workflow.company_id == uuid.UUID(copy["id"])))).scalar_one()
     assert wf.nodes[0]["data"]["agentId"] == copy["agents"][0]["id"]
-    assert wf.configuration["secrets"] == {"API": sealed}  # sealed copied sealed, clear dropped
+    # A copy never carries secrets: the names stay, the values are to be entered again.
+    assert wf.configuration["secrets"] == {"API": "", "PLAIN": ""}
+    assert [(r["kind"], r["fields"]) for r in copy["needsReentry"]] == [
+        ("workflow", ["configuration.secrets.API", "configuration.secrets.PLAIN"])]
     assert wf.status == "draft"
     with_team = assert_ok(await client.post(f"/api/companies/{cid}/duplicate",
                                             json={"name": "Copy 2", "includeData": True}, headers=user.headers), 201)

@@ -15,6 +15,7 @@ from troupe.platform.companies.schemas import (
     CompanyMetricsReport,
     CompanyRead,
     CompanyUpdate,
+    DuplicatedCompany,
     DuplicateRequest,
     ImportRequest,
     ImportResult,
@@ -84,7 +85,7 @@ async def company_tasks(company_id: str, session: DbSession, user: Authorized("t
     return ok(items, pagination=pagination)
 
 
-@router.post("/{company_id}/duplicate", response_model=Envelope[CompanyDetail], status_code=201)
+@router.post("/{company_id}/duplicate", response_model=Envelope[DuplicatedCompany], status_code=201)
 async def duplicate_company(company_id: str, body: DuplicateRequest, session: DbSession,
                             user: Authorized("companies:create")):
     result = await service.duplicate_company(session=session, user=user, company_id=company_id, data=body)

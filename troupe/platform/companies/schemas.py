@@ -353,6 +353,24 @@ class CompanyDetail(CompanyRead):
     workflow: WorkflowSummary | None = Field(None, description="The most recently updated active (else any) workflow")
 
 
+class NeedsReentry(CamelModel):
+    """One copied object whose secrets were not copied: ``fields`` are the paths
+    (``nodes[1].data.config.headers.Authorization``, ``configuration.secrets.TOKEN``)
+    that were cleared and must be entered again before the object can use them."""
+
+    kind: Literal["agent", "workflow", "toolInstall"]
+    id: uuid.UUID
+    name: str
+    fields: list[str]
+
+
+class DuplicatedCompany(CompanyDetail):
+    """``POST /api/companies/{id}/duplicate``: the copy, and what it lacks. A copy
+    never carries the source's sealed values or secret-named settings."""
+
+    needs_reentry: list[NeedsReentry] = Field(default_factory=list)
+
+
 class MetricsTotals(CamelModel):
     total_tasks: int
     completed_tasks: int

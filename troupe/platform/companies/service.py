@@ -31,6 +31,7 @@ from troupe.platform.companies.schemas import (
     CompanyUpdate,
     CostBreakdown,
     Costs,
+    DuplicatedCompany,
     DuplicateRequest,
     ExportAgent,
     ExportCompany,
@@ -43,6 +44,7 @@ from troupe.platform.companies.schemas import (
     MemberRead,
     MetricsParams,
     MetricsTotals,
+    NeedsReentry,
     Performance,
     ResourceUsage,
     TaskListParams,
@@ -76,29 +78,9 @@ def _is_secret_name(key: str) -> bool:
     return key.lower().replace("_", "").replace("-", "").endswith(_SECRET_SUFFIXES)
 
 
-def _sealed_only(value: Any) -> Any:
-    if isinstance(value, dict):
-        kept = {k: _sealed_only(v) for k, v in value.items()}
-        return {k: v for k, v in kept.items() if v is not _DROP}
-    return value if SecretBox.is_sealed(value) else _DROP
-
-
-def scrub_secrets(value: Any, *, keep_sealed: bool) -> Any:
-    """Remove secret-bearing values. ``keep_sealed`` keeps AES-GCM sealed values (copies
-    inside the deployment); without it every secret goes (documents leaving it)."""
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            cleaned = (_sealed_only(item) if keep_sealed else _DROP) if _is_secret_name(str(key)) \
-                else scrub_secrets(item, keep_sealed=keep_sealed)
-            if cleaned is not _DROP:
-                out[key] = cleaned
-        return out
-    if isinstance(value, list):
-        return [v for v in (scrub_secrets(i, keep_sealed=keep_sealed) for i in value) if v is not _DROP]
-    if SecretBox.is_sealed(value) and not keep_sealed:
-        return _DROP
-    return value
+def scrub_secrets(value: Any) -> Any:
+    """Remove every secret-bearing value (documents leaving the deployment)."""
+    return clear_secrets(value, "", [])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -566,9 +548,42 @@ async def list_tasks(*, session: AsyncSession, user: Principal, company_id: str,
 # --------------------------------------------------------------------------- duplicate
 
 
-def _remap_nodes(nodes: list[dict[str, Any]], agent_map: dict[str, str]) -> list[dict[str, Any]]:
+def clear_secrets(value: Any, path: str, cleared: list[str]) -> Any:
+    """A copy of ``value`` without secrets: sealed values and non-empty values under
+    secret names are removed, and their paths appended to ``cleared`` (a duplicate
+    must not hand the source's secrets to whoever owns the copy)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if _is_secret_name(str(key)) and item not in (None, "", {}, []):
+                cleared.append(sub)
+                continue
+            cleaned = clear_secrets(item, sub, cleared)
+            if cleaned is not _DROP:
+                out[key] = cleaned
+        return out
+    if isinstance(value, list):
+        items = (clear_secrets(item, f"{path}[{index}]", cleared) for index, item in enumerate(value))
+        return [item for item in items if item is not _DROP]
+    if SecretBox.is_sealed(value):
+        cleared.append(path)
+        return _DROP
+    return value
+
+
+def _copy_workflow_configuration(configuration: dict[str, Any], cleared: list[str]) -> dict[str, Any]:
+    """The workflow's named secrets keep their names with an empty value (the workflow
+    still lists what it needs); everything else secret goes."""
+    names = list((configuration.get("secrets") or {}).keys())
+    rest = clear_secrets({k: v for k, v in configuration.items() if k != "secrets"}, "configuration", cleared)
+    cleared.extend(f"configuration.secrets.{name}" for name in names)
+    return {**rest, "secrets": dict.fromkeys(names, "")} if "secrets" in configuration else rest
+
+
+def _remap_nodes(nodes: list[dict[str, Any]], agent_map: dict[str, str], cleared: list[str]) -> list[dict[str, Any]]:
     out = []
-    for node in scrub_secrets(nodes or [], keep_sealed=True):
+    for node in clear_secrets(nodes or [], "nodes", cleared):
         data = node.get("data")
         if isinstance(data, dict) and data.get("agentId") in agent_map:
             node = {**node, "data": {**data, "agentId": agent_map[data["agentId"]]}}
@@ -577,8 +592,11 @@ def _remap_nodes(nodes: list[dict[str, Any]], agent_map: dict[str, str]) -> list
 
 
 async def duplicate_company(*, session: AsyncSession, user: Principal, company_id: str,
-                            data: DuplicateRequest) -> CompanyDetail:
-    source = await access.load_company(session, user, company_id, "read")
+                            data: DuplicateRequest) -> DuplicatedCompany:
+    """A copy of the company owned by the caller. Duplicating needs update rights on
+    the source (owner or admin): a copy is a way of taking everything the company
+    holds. Secrets are never copied; ``needsReentry`` lists what was cleared."""
+    source = await access.load_company(session, user, company_id, "write")
     settings = effective_settings(source.settings)
     settings["billing"]["currentUsage"] = 0.0
     team: list[uuid.UUID] = []
@@ -594,36 +612,53 @@ async def duplicate_company(*, session: AsyncSession, user: Principal, company_i
         tags=list(source.tags or []), logo=source.logo, website=source.website)
     session.add(copy)
     await session.flush()
+    reentry: list[NeedsReentry] = []
     agents = (await session.execute(select(models.Agent).where(models.Agent.company_id == source.id)
                                     .order_by(models.Agent.created_at, models.Agent.id))).scalars().all()
     agent_map: dict[str, str] = {}
     for agent in agents:
+        cleared: list[str] = []
         clone = models.Agent(
             name=agent.name, description=agent.description, type=agent.type, model=agent.model,
             provider=agent.provider, status="idle", capabilities=list(agent.capabilities or []),
-            configuration=dict(agent.configuration or {}), performance={}, company_id=copy.id,
-            created_by=user.id, tags=list(agent.tags or []), version=agent.version, is_public=False)
+            configuration=clear_secrets(dict(agent.configuration or {}), "configuration", cleared),
+            performance={}, company_id=copy.id, created_by=user.id, tags=list(agent.tags or []),
+            version=agent.version, is_public=False)
         session.add(clone)
         await session.flush()
         agent_map[str(agent.id)] = str(clone.id)
-    installs = (await session.execute(select(models.CompanyTool).where(
-        models.CompanyTool.company_id == source.id))).scalars().all()
-    session.add_all([models.CompanyTool(company_id=copy.id, tool_id=i.tool_id, installed_by=user.id,
-                                        configuration=scrub_secrets(i.configuration or {}, keep_sealed=True))
-                     for i in installs])
+        if cleared:
+            reentry.append(NeedsReentry(kind="agent", id=clone.id, name=clone.name, fields=cleared))
+    installs = (await session.execute(
+        select(models.CompanyTool, models.Tool.name).join(models.Tool, models.Tool.id == models.CompanyTool.tool_id)
+        .where(models.CompanyTool.company_id == source.id).order_by(models.CompanyTool.installed_at))).all()
+    for install, tool_name in installs:
+        cleared = []
+        link = models.CompanyTool(company_id=copy.id, tool_id=install.tool_id, installed_by=user.id,
+                                  configuration=clear_secrets(install.configuration or {}, "configuration", cleared))
+        session.add(link)
+        await session.flush()
+        if cleared:
+            reentry.append(NeedsReentry(kind="toolInstall", id=link.id, name=tool_name, fields=cleared))
     workflows = (await session.execute(select(models.Workflow).where(
-        models.Workflow.company_id == source.id))).scalars().all()
-    for wf in workflows:
-        session.add(models.Workflow(
+        models.Workflow.company_id == source.id).order_by(models.Workflow.created_at, models.Workflow.id))).scalars()
+    for wf in workflows.all():
+        cleared = []
+        row = models.Workflow(
             name=wf.name, description=wf.description, version=wf.version, company_id=copy.id,
-            nodes=_remap_nodes(wf.nodes, agent_map), edges=list(wf.edges or []),
-            configuration=scrub_secrets(wf.configuration or {}, keep_sealed=True),
+            nodes=_remap_nodes(wf.nodes, agent_map, cleared), edges=list(wf.edges or []),
+            configuration=_copy_workflow_configuration(wf.configuration or {}, cleared),
             # A copy never starts running on its own: it is a draft until activated.
-            status="draft", triggers=scrub_secrets(wf.triggers or [], keep_sealed=True),
-            schedule={**wf.schedule, "enabled": False} if wf.schedule else None,
-            created_by=user.id, tags=list(wf.tags or []), is_template=False))
-    await session.flush()
-    return await _detail(session, user, copy)
+            status="draft", triggers=clear_secrets(wf.triggers or [], "triggers", cleared),
+            schedule=({**clear_secrets(wf.schedule, "schedule", cleared), "enabled": False}
+                      if wf.schedule else None),
+            created_by=user.id, tags=list(wf.tags or []), is_template=False)
+        session.add(row)
+        await session.flush()
+        if cleared:
+            reentry.append(NeedsReentry(kind="workflow", id=row.id, name=row.name, fields=cleared))
+    detail = await _detail(session, user, copy)
+    return DuplicatedCompany(**detail.model_dump(), needs_reentry=reentry)
 
 
 # --------------------------------------------------------------------------- export / import
@@ -651,10 +686,10 @@ async def export_company(*, session: AsyncSession, user: Principal, company_id: 
         tools=[ExportToolLink(id=t.id, name=t.name, version=t.version) for t in tools],
         workflows=[ExportWorkflow(
             id=str(w.id), name=w.name, description=w.description, version=w.version or "1.0.0",
-            nodes=scrub_secrets(w.nodes or [], keep_sealed=False), edges=w.edges or [],
-            configuration=scrub_secrets(w.configuration or {}, keep_sealed=False),
-            triggers=scrub_secrets(w.triggers or [], keep_sealed=False),
-            schedule=scrub_secrets(w.schedule, keep_sealed=False) if w.schedule else None,
+            nodes=scrub_secrets(w.nodes or []), edges=w.edges or [],
+            configuration=scrub_secrets(w.configuration or {}),
+            triggers=scrub_secrets(w.triggers or []),
+            schedule=scrub_secrets(w.schedule) if w.schedule else None,
             tags=list(w.tags or [])) for w in workflows])
 
 
@@ -747,8 +782,8 @@ async def import_company(*, session: AsyncSession, user: Principal, company_id: 
             name=wf.name, description=wf.description, version=wf.version, company_id=company.id,
             nodes=_remap_nodes(nodes, agent_map),
             edges=[e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in wf.edges],
-            configuration=scrub_secrets(wf.configuration, keep_sealed=False), status="draft",
-            triggers=scrub_secrets(wf.triggers, keep_sealed=False),
+            configuration=scrub_secrets(wf.configuration), status="draft",
+            triggers=scrub_secrets(wf.triggers),
             schedule={**wf.schedule, "enabled": False} if wf.schedule else None,
             created_by=user.id, tags=wf.tags, is_template=False)
         session.add(row)

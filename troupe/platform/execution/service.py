@@ -12,22 +12,27 @@ A company in ``maintenance`` refuses execution with BIZ_008.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from troupe.actors import handles
 from troupe.actors import pool as agent_pool
 from troupe.db import models
-from troupe.errors import AppError, ErrorCode, invalid, not_found
-from troupe.platform.access import load_company
+from troupe.engine.calculator import CalculatorError, calculate
+from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
+from troupe.platform.access import load_company, may, visible_companies
 from troupe.platform.deps import Principal
 from troupe.platform.execution import schemas
 from troupe.platform.tasks import schemas as task_schemas
 from troupe.platform.tasks import service as tasks
 from troupe.timeutil import utcnow
+
+CALCULATOR_TIMEOUT_S = 1.0
 
 
 async def control_company(*, session: AsyncSession, user: Principal, company_id: str,
@@ -106,9 +111,38 @@ async def _agent(session: AsyncSession, user: Principal, agent_id: str, *, write
     return await load_agent(session, user, agent_id, write=write)
 
 
+async def _ensure_may_run_agent(session: AsyncSession, user: Principal, agent: models.Agent) -> None:
+    """Running an agent needs the execute right in its company (owner, member or
+    admin; never viewer). Seeing a public agent is not enough: others use it from
+    their own workflows, where they pay and where its memory is theirs."""
+    if user.is_global:
+        return
+    if agent.company_id is None:
+        if agent.created_by != user.id:
+            raise forbidden("Only the agent's creator may run an agent that belongs to no company")
+        return
+    company = await session.get(models.Company, agent.company_id)
+    if company is None or not may(company, user, "execute"):
+        raise forbidden("Running this agent needs the execute right in its company (owner or member)")
+
+
+async def _ensure_may_run_tool(session: AsyncSession, user: Principal, tool: models.Tool) -> None:
+    """Testing a tool runs it with its stored configuration (credentials included):
+    its creator, an admin, or someone with the execute right in a company that
+    installed it (owner or member; never viewer)."""
+    if user.is_global or tool.created_by == user.id:
+        return
+    companies = (await session.execute(
+        select(models.Company).join(models.CompanyTool, models.CompanyTool.company_id == models.Company.id)
+        .where(models.CompanyTool.tool_id == tool.id, visible_companies(user)))).scalars().all()
+    if not any(may(company, user, "execute") for company in companies):
+        raise forbidden("Running this tool needs the execute right in a company that installed it")
+
+
 async def test_agent(*, session: AsyncSession, user: Principal, agent_id: str,
                      body: schemas.AgentTest) -> schemas.AgentTestResult:
     agent = await _agent(session, user, agent_id)
+    await _ensure_may_run_agent(session, user, agent)
     prompt = body.input if body.context is None else f"{body.input}\n\nContext: {body.context}"
     # The row is at hand: pass it, so a cold agent's activation does not query it again.
     result = await agent_pool.complete(str(agent.id), {"prompt": prompt, "timeout": 60, "extra": {}},
@@ -158,15 +192,14 @@ async def train_agent(*, session: AsyncSession, user: Principal, agent_id: str,
 
 async def test_tool(*, session: AsyncSession, user: Principal, tool_id: str,
                     body: schemas.ToolTest) -> schemas.ToolTestResult:
-    import asyncio
-
     import jsonschema
 
-    from troupe.engine.contract import ToolSpec
+    from troupe.engine.contract import NodeResult, ToolSpec
     from troupe.engine.nodes import run_tool
     from troupe.platform.tools.service import get_tool
 
     tool = await get_tool(session=session, user=user, tool_id=tool_id)
+    await _ensure_may_run_tool(session, user, tool)
     if body.validate_schema:
         schema = (tool.schema or {}).get("input")
         if schema:
@@ -176,11 +209,28 @@ async def test_tool(*, session: AsyncSession, user: Principal, tool_id: str,
                 raise invalid(f"input does not match the tool's schema: {exc.message}", field="input",
                               details={"path": list(exc.absolute_path)}) from exc
     started = time.perf_counter()
-    spec = ToolSpec(id=str(tool.id), type=tool.type, configuration=tool.configuration or {})
-    result = await asyncio.to_thread(run_tool, spec, body.input)
+    if str(tool.type or "").lower() == "calculator":
+        result = NodeResult.success({"result": await _calculate(body.input)})
+    else:
+        spec = ToolSpec(id=str(tool.id), type=tool.type, configuration=tool.configuration or {})
+        result = await asyncio.to_thread(run_tool, spec, body.input)
     duration = int((time.perf_counter() - started) * 1000)
     session.add(models.ToolCall(tool_id=tool.id, user_id=user.id, success=result.ok,
                                 duration_ms=duration, error=None if result.ok else result.message))
     tool.last_used_at = utcnow()
     error = None if result.ok else result.as_error()
     return schemas.ToolTestResult(success=result.ok, output=result.output, error=error, duration_ms=duration)
+
+
+async def _calculate(tool_input: Any) -> float | int:
+    """The calculator, off the event loop and bounded in time (its own bounds keep
+    each step short; the timeout answers the caller even if a thread lags). A refused
+    expression is the caller's error: VAL_001, nothing recorded."""
+    expression = tool_input.get("expression") if isinstance(tool_input, dict) else tool_input
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(calculate, expression, timeout_s=CALCULATOR_TIMEOUT_S),
+                                      timeout=CALCULATOR_TIMEOUT_S + 1)
+    except CalculatorError as exc:
+        raise invalid(f"calculator: {exc}", field="input.expression") from None
+    except TimeoutError:
+        raise invalid("calculator: expression took too long to evaluate", field="input.expression") from None
