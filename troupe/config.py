@@ -6,6 +6,7 @@ Durations accept plain seconds or a suffix: ``500ms``, ``30s``, ``15m``, ``24h``
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 import secrets
@@ -14,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -134,6 +135,10 @@ class Settings(BaseSettings):
     # Security
     cors_origin: str = "*"
     helmet_enabled: bool = True
+    # Reverse proxies (CIDRs) whose X-Forwarded-For is believed; the client IP is then the
+    # right-most hop that is not one of them. Empty: the header is ignored (socket peer only).
+    trusted_proxies: list[str] = Field(default_factory=list,
+                                       validation_alias=AliasChoices("TRUSTED_PROXIES", "TROUPE_TRUSTED_PROXIES"))
     # Outbound guard: hosts/CIDRs that tools and webhooks may reach despite being private.
     outbound_allowlist: list[str] = Field(default_factory=list, validation_alias="TROUPE_OUTBOUND_ALLOWLIST")
     outbound_timeout: Duration = timedelta(seconds=15)
@@ -156,6 +161,11 @@ class Settings(BaseSettings):
     google_ai_api_key: str | None = None
     google_ai_base_url: str | None = None
     local_llm_base_url: str | None = None
+    # Extra base URLs (per provider) that may receive the deployment's key when an agent's
+    # configuration names them as baseUrl, e.g. {"openai": ["https://llm-proxy.corp/v1"]}.
+    # Any other per-agent baseUrl needs the agent's own apiKey (troupe.providers.registry).
+    provider_base_urls: dict[str, list[str]] = Field(default_factory=dict,
+                                                     validation_alias="TROUPE_PROVIDER_BASE_URLS")
 
     # Files
     storage_type: Literal["local", "s3"] = "local"
@@ -187,6 +197,31 @@ class Settings(BaseSettings):
     # Blank agent actors kept started, so activating an agent does not wait for a new process.
     agent_pool_size: int = Field(8, ge=0, validation_alias="TROUPE_AGENT_POOL_SIZE")
     node_task_resources: dict[str, float] = Field(default_factory=dict, validation_alias="TROUPE_NODE_TASK_RESOURCES")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR") from exc
+        return [entry.strip() for entry in value]
+
+    @field_validator("provider_base_urls")
+    @classmethod
+    def _provider_base_urls(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        # Only providers that have a deployment key: an entry for any other would do nothing.
+        keyed = ("openai", "anthropic", "google")
+        out: dict[str, list[str]] = {}
+        for name, urls in value.items():
+            if name.strip().lower() not in keyed:
+                raise ValueError(f"TROUPE_PROVIDER_BASE_URLS: {name!r} is not one of {', '.join(keyed)}")
+            for url in urls:
+                if not re.match(r"^https?://[^/\s]+", url):
+                    raise ValueError(f"TROUPE_PROVIDER_BASE_URLS: {url!r} is not an http(s) URL")
+            out[name.strip().lower()] = list(urls)
+        return out
 
     @model_validator(mode="after")
     def _secrets(self) -> Settings:

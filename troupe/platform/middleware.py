@@ -6,6 +6,7 @@ streaming bodies are counted as they arrive.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import uuid
@@ -29,16 +30,57 @@ SECURITY_HEADERS = [
 _API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(entries: list[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_ip(peer: str | None, forwarded_for: str, networks: tuple[Network, ...]) -> str | None:
+    """The client's address for rate limits and audit. ``X-Forwarded-For`` is read only
+    when the socket peer is a trusted proxy (anyone can send the header), and then from
+    the right: each trusted proxy appended the address it saw, so the right-most hop
+    that is not a trusted proxy is the client. A malformed hop ends the walk at the last
+    trusted address (it was not written by a proxy of ours)."""
+    if not peer or not networks or not _trusted(peer, networks):
+        return peer
+    current = peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return current
+        current = hop
+        if not _trusted(hop, networks):
+            return hop
+    return current
+
+
 class RequestContextMiddleware:
-    """Accept a well-formed X-Request-ID or make one; echo it on the response.
+    """Accept a well-formed X-Request-ID or make one; echo it on the response; resolve
+    the client IP (``client_ip``, with ``TRUSTED_PROXIES``).
 
     Behind Serve the proxy already assigns the id (it forwards the caller's or
     generates one) and echoes it, so we adopt it and do not add a second header."""
 
-    def __init__(self, app: ASGIApp, *, security_headers: bool = True, echo_request_id: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, security_headers: bool = True, echo_request_id: bool = True,
+                 trusted_proxies: list[str] | None = None) -> None:
+        from troupe.config import get_settings
+
         self.app = app
         self.security_headers = security_headers
         self.echo_request_id = echo_request_id
+        self.trusted = trusted_networks(get_settings().trusted_proxies if trusted_proxies is None
+                                        else trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -51,8 +93,9 @@ class RequestContextMiddleware:
         else:
             request_id = incoming if _REQUEST_ID.match(incoming) else str(uuid.uuid4())
         client = scope.get("client")
-        forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1").split(",")[0].strip()
-        ctx = RequestContext(request_id=request_id, client_ip=forwarded or (client[0] if client else None))
+        forwarded = b",".join(v for k, v in scope.get("headers") or [] if k == b"x-forwarded-for").decode("latin-1")
+        ctx = RequestContext(request_id=request_id,
+                             client_ip=client_ip(client[0] if client else None, forwarded, self.trusted))
         set_request(ctx)
         scope.setdefault("state", {})["request_id"] = request_id
         path = scope.get("path", "")

@@ -3,19 +3,28 @@ system settings (defaults RATE_LIMIT_WINDOW_MS / RATE_LIMIT_MAX_REQUESTS), read
 through the cached ``troupe.runtime_settings`` on each request.
 
 Pure ASGI so WebSocket traffic and streaming bodies pass untouched. It sits
-inside RequestContextMiddleware, which already resolved the client IP
-(X-Forwarded-For first hop, then the socket peer)."""
+inside RequestContextMiddleware, which already resolved the client IP (the socket
+peer, or X-Forwarded-For's right-most untrusted hop behind a ``TRUSTED_PROXIES`` proxy).
+
+When Redis does not answer, each replica counts in its own memory
+(``LocalLimiter``: same window and limit, so a client gets at most replicas × limit)
+instead of letting everything through. The auth routes also count in Redis
+themselves and fail closed (503 SYS_005) when they cannot (auth/service.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import time
+from collections import OrderedDict, deque
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from troupe import runtime_settings
+from troupe.config import get_settings
 from troupe.errors import ErrorCode
-from troupe.infra.ratelimit import hit
+from troupe.infra.ratelimit import RateDecision, hit
 from troupe.infra.redis import fast_path
 from troupe.platform.context import current_request
 
@@ -31,6 +40,33 @@ def api_key(ip: str | None) -> str:
     return f"api:ip:{ip or 'unknown'}"
 
 
+class LocalLimiter:
+    """A sliding window per key in this process: the fallback while Redis is down.
+    At most ``max_keys`` keys are kept (least recently used go first), so a flood of
+    addresses cannot grow it without bound."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self.max_keys = max_keys
+        self.windows: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def hit(self, key: str, *, limit: int, window_seconds: float, now: float | None = None) -> RateDecision:
+        now = time.monotonic() if now is None else now
+        window = self.windows.pop(key, None) or deque()
+        self.windows[key] = window
+        while len(self.windows) > self.max_keys:
+            self.windows.popitem(last=False)
+        while window and window[0] <= now - window_seconds:
+            window.popleft()
+        if len(window) >= limit:
+            retry = max(1, math.ceil(window[0] + window_seconds - now))
+            return RateDecision(False, len(window), limit, retry)
+        window.append(now)
+        return RateDecision(True, len(window), limit, 0)
+
+
+_local = LocalLimiter()
+
+
 class ApiRateLimitMiddleware:
     def __init__(self, app: ASGIApp, *, exempt_prefixes: tuple[str, ...] = EXEMPT_PREFIXES) -> None:
         self.app = app
@@ -44,17 +80,20 @@ class ApiRateLimitMiddleware:
             return
         try:
             rates = (await runtime_settings.current()).rate_limits
-            limit = rates.max_requests
+            limit, window_seconds = rates.max_requests, rates.window_ms / 1000
+        except Exception as exc:  # noqa: BLE001 - the settings' store is down: the environment's limits
+            log.warning("rate limit settings unavailable (%s); using the environment's", type(exc).__name__)
+            settings = get_settings()
+            limit, window_seconds = settings.rate_limit_max_requests, settings.rate_limit_window_ms.total_seconds()
+        key = api_key(current_request().client_ip)
+        try:
             async with fast_path():  # a hung Redis costs a request at most redis_fast_timeout here
-                decision = await hit(api_key(current_request().client_ip), limit=limit,
-                                     window_seconds=rates.window_ms / 1000)
+                decision = await hit(key, limit=limit, window_seconds=window_seconds)
         except Exception as exc:  # noqa: BLE001
-            # Fail open: a request that needs Redis or Postgres answers 503 on its own a moment
-            # later, and one that does not is served; refusing everything would turn a limiter
-            # outage into a full outage. (The login limiter fails closed: auth/service.py.)
-            log.warning("rate limiter unavailable (%s); request admitted", type(exc).__name__)
-            await self.app(scope, receive, send)
-            return
+            # Redis is down: count in this replica rather than admit everything (refusing
+            # everything would turn a limiter outage into a full outage).
+            log.warning("rate limiter unavailable (%s); counting in process", type(exc).__name__)
+            decision = _local.hit(key, limit=limit, window_seconds=window_seconds)
         if not decision.allowed:
             await self._reject(send, decision.retry_after_seconds, limit)
             return
