@@ -7,12 +7,10 @@ from typing import Any
 
 import anthropic
 
-from troupe.providers.base import CompletionRequest, CompletionResult
+from troupe.providers.base import CompletionRequest, CompletionResult, ToolCall
 from troupe.providers.common import (
     LoopClients,
-    as_chat_messages,
     context_window_of,
-    merge_consecutive,
     sdk_errors,
     sdk_http_client,
 )
@@ -29,13 +27,45 @@ class AnthropicProvider:
             api_key=api_key, base_url=base_url, max_retries=0, http_client=sdk_http_client(guarded=guarded)))
 
     @staticmethod
-    def _params(request: CompletionRequest) -> dict[str, Any]:
-        system, turns = as_chat_messages(request.messages)
+    def _messages(request: CompletionRequest) -> tuple[str, list[dict[str, Any]]]:
+        """System text and Messages API turns: tool calls as ``tool_use`` blocks, their
+        results as ``tool_result`` blocks in a user turn; same-role turns merged (the API
+        wants them alternating)."""
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        turns: list[dict[str, Any]] = []
+        for m in request.messages:
+            if m.role == "system":
+                continue
+            if m.role == "tool" and m.tool_call_id:
+                role, blocks = "user", [{"type": "tool_result", "tool_use_id": m.tool_call_id,
+                                         "content": m.content}]
+            elif m.role == "tool":  # a result no call asked for: shown as text
+                role, blocks = "user", [{"type": "text", "text": f"Tool result:\n{m.content}"}]
+            else:
+                role = m.role
+                blocks = [{"type": "text", "text": m.content}] if m.content else []
+                blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+                           for c in m.tool_calls]
+            if turns and turns[-1]["role"] == role:
+                turns[-1]["content"] += blocks
+            else:
+                turns.append({"role": role, "content": blocks})
+        for turn in turns:  # plain text turns stay plain strings
+            if all(block["type"] == "text" for block in turn["content"]):
+                turn["content"] = "\n\n".join(block["text"] for block in turn["content"])
+        return system, turns
+
+    @classmethod
+    def _params(cls, request: CompletionRequest) -> dict[str, Any]:
+        system, turns = cls._messages(request)
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
-            "messages": [{"role": role, "content": text} for role, text in merge_consecutive(turns)],
+            "messages": turns,
         }
+        if request.tools:
+            params["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
+                               for t in request.tools]
         # This SDK release no longer lists the sampling fields among create()'s
         # arguments; the Messages API still takes them, so they go in the body.
         sampling: dict[str, Any] = {"temperature": request.temperature}
@@ -58,6 +88,8 @@ class AnthropicProvider:
             response = await client.messages.create(**params, timeout=request.timeout_s)
         latency_ms = (time.perf_counter() - started) * 1000
         text = "".join(block.text for block in response.content if getattr(block, "type", None) == "text")
+        calls = [ToolCall(id=block.id, name=block.name, arguments=dict(block.input or {}))
+                 for block in response.content if getattr(block, "type", None) == "tool_use"]
         prompt_tokens = response.usage.input_tokens if response.usage else 0
         completion_tokens = response.usage.output_tokens if response.usage else 0
         model = response.model or request.model
@@ -65,7 +97,8 @@ class AnthropicProvider:
         return CompletionResult(
             text=text, model=model, provider=self.name, prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, cost_usd=cost.usd, latency_ms=latency_ms,
-            raw={"id": response.id, "finishReason": response.stop_reason, "pricing": cost.pricing})
+            raw={"id": response.id, "finishReason": response.stop_reason, "pricing": cost.pricing},
+            tool_calls=calls)
 
     def context_window(self, model: str) -> int | None:
         return context_window_of(self.name, model)

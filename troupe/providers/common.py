@@ -151,7 +151,11 @@ async def sdk_errors(provider: str, sdk: Any, base_error: type[Exception],
         blocked = outbound_cause(exc)
         raise (from_outbound(provider, blocked) if blocked else unreachable(provider, exc)) from exc
     except sdk.APIStatusError as exc:
-        raise from_status(provider, exc.status_code, exc.message) from exc
+        from troupe.providers.retry import retry_after_of
+
+        error = from_status(provider, exc.status_code, exc.message)
+        error.retry_after = retry_after_of(exc.response.headers)
+        raise error from exc
     except base_error as exc:
         raise ProviderError("SYS_003", f"{provider}: {exc}", retryable=False) from exc
 

@@ -13,20 +13,19 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from troupe.infra.outbound import OutboundError
-from troupe.providers.base import CompletionRequest, CompletionResult, ProviderError
+from troupe.providers.base import CompletionRequest, CompletionResult, ProviderError, ToolCall
 from troupe.providers.common import (
     LoopClients,
-    as_chat_messages,
     context_window_of,
     from_outbound,
     from_status,
-    merge_consecutive,
     outbound_cause,
     sdk_http_client,
     timed_out,
     unreachable,
 )
 from troupe.providers.pricing import cost_of
+from troupe.providers.retry import retry_after_of
 
 
 class GoogleProvider:
@@ -38,8 +37,8 @@ class GoogleProvider:
 
         def make_client() -> genai.Client:
             # Passing our own httpx2 client also keeps the SDK off aiohttp, so the
-            # guard (when on) sees every connection; one attempt: retries are the
-            # workflow's business.
+            # guard (when on) sees every connection; one attempt: troupe.providers.retry
+            # is the one retry policy.
             # The version is pinned: SDK releases move their default, and the
             # Gemini API's full feature set (system instructions, JSON mode) is v1beta.
             options = types.HttpOptions(base_url=base_url, api_version=api_version,
@@ -50,10 +49,42 @@ class GoogleProvider:
         self._clients = LoopClients(make_client)
 
     @staticmethod
-    def _contents_and_config(request: CompletionRequest) -> tuple[list[types.Content], types.GenerateContentConfig]:
-        system, turns = as_chat_messages(request.messages)
-        contents = [types.Content(role="model" if role == "assistant" else "user", parts=[types.Part(text=text)])
-                    for role, text in merge_consecutive(turns)]
+    def _contents(request: CompletionRequest) -> tuple[str, list[types.Content]]:
+        """System text and Gemini contents: tool calls as ``function_call`` parts of a
+        model turn, their results as ``function_response`` parts of a user turn;
+        same-role turns merged (the API wants them alternating)."""
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        names = {c.id: c.name for m in request.messages for c in m.tool_calls}
+        contents: list[types.Content] = []
+        for m in request.messages:
+            if m.role == "system":
+                continue
+            if m.role == "tool" and not (m.name or m.tool_call_id in names):
+                role, parts = "user", [types.Part(text=f"Tool result:\n{m.content}")]
+            elif m.role == "tool":
+                role = "user"
+                parts = [types.Part(function_response=types.FunctionResponse(
+                    name=m.name or names.get(m.tool_call_id or "", ""), response={"result": m.content}))]
+            else:
+                role = "model" if m.role == "assistant" else "user"
+                parts = [types.Part(text=m.content)] if m.content else []
+                parts += [types.Part(function_call=types.FunctionCall(name=c.name, args=c.arguments))
+                          for c in m.tool_calls]
+            if contents and contents[-1].role == role:
+                last = contents[-1].parts or []
+                if parts and last and all(p.text is not None for p in last + parts):
+                    # Plain text turns stay one text part, as a chat transcript reads.
+                    last[-1] = types.Part(text=f"{last[-1].text}\n\n" + "\n\n".join(p.text or "" for p in parts))
+                else:
+                    contents[-1].parts = last + parts
+            else:
+                contents.append(types.Content(role=role, parts=parts))
+        return system, contents
+
+    @classmethod
+    def _contents_and_config(cls, request: CompletionRequest
+                             ) -> tuple[list[types.Content], types.GenerateContentConfig]:
+        system, contents = cls._contents(request)
         options: dict[str, Any] = {
             "temperature": request.temperature,
             "max_output_tokens": request.max_tokens,
@@ -73,6 +104,11 @@ class GoogleProvider:
             schema = (request.extra or {}).get("jsonSchema")
             if request.response_format == "structured" and isinstance(schema, dict):
                 options["response_json_schema"] = schema
+        if request.tools:
+            options["tools"] = [types.Tool(function_declarations=[types.FunctionDeclaration(
+                name=t.name, description=t.description, parameters_json_schema=t.parameters) for t in request.tools])]
+            # Calls are run by the agent loop (with the caller's permissions), never by the SDK.
+            options["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
         return contents, types.GenerateContentConfig(**options)
 
     async def complete(self, request: CompletionRequest) -> CompletionResult:
@@ -88,7 +124,9 @@ class GoogleProvider:
         except OutboundError as exc:
             raise from_outbound(self.name, exc) from exc
         except genai_errors.APIError as exc:
-            raise from_status(self.name, int(exc.code or 500), exc.message or str(exc)) from exc
+            error = from_status(self.name, int(exc.code or 500), exc.message or str(exc))
+            error.retry_after = retry_after_of(getattr(exc.response, "headers", None))
+            raise error from exc
         except httpx2.TransportError as exc:
             blocked = outbound_cause(exc)
             raise (from_outbound(self.name, blocked) if blocked else unreachable(self.name, exc)) from exc
@@ -99,6 +137,9 @@ class GoogleProvider:
         candidate = response.candidates[0] if response.candidates else None
         parts = (candidate.content.parts or []) if candidate and candidate.content else []
         text = "".join(part.text for part in parts if part.text and not part.thought)
+        calls = [ToolCall(id=part.function_call.id or f"call_{index}", name=part.function_call.name or "",
+                          arguments=dict(part.function_call.args or {}))
+                 for index, part in enumerate(parts) if part.function_call is not None]
         usage = response.usage_metadata
         prompt_tokens = (usage.prompt_token_count or 0) if usage else 0
         completion_tokens = (usage.candidates_token_count or 0) if usage else 0
@@ -109,7 +150,8 @@ class GoogleProvider:
             text=text, model=model, provider=self.name, prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, cost_usd=cost.usd, latency_ms=latency_ms,
             raw={"id": response.response_id, "finishReason": str(finish.value if finish else None),
-                 "pricing": cost.pricing})
+                 "pricing": cost.pricing},
+            tool_calls=calls)
 
     def context_window(self, model: str) -> int | None:
         return context_window_of(self.name, model)

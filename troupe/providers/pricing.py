@@ -3,11 +3,19 @@
 Prices are the providers' published standard (non-batch, non-cached) rates at the
 time of writing; a dated snapshot (``gpt-4o-2024-08-06``) is priced as its
 family. A model not in the table costs 0 and the result says the price is unknown
-(``raw["pricing"] == "unknown"``) rather than guessing."""
+(``raw["pricing"] == "unknown"``) rather than guessing.
+
+The operator adds or overrides prices with ``TROUPE_MODEL_PRICES``: a JSON object
+``{"<provider>": {"<model or family>": [input, output]}}`` in USD per 1M tokens,
+laid over the built-in table (``local`` models are free unless priced here)."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+
+from troupe.providers.base import ProviderError
 
 PRICES_PER_MILLION: dict[str, dict[str, tuple[float, float]]] = {
     "openai": {
@@ -50,13 +58,46 @@ PRICES_PER_MILLION: dict[str, dict[str, tuple[float, float]]] = {
 @dataclass(frozen=True)
 class Cost:
     usd: float
-    # "table" when priced from PRICES_PER_MILLION, "unknown" when the model is not in it.
+    # "table" when priced from PRICES_PER_MILLION (or TROUPE_MODEL_PRICES), "unknown" when not in it.
     pricing: str
+
+
+PRICES_ENV = "TROUPE_MODEL_PRICES"
+_overrides: tuple[str, dict[str, dict[str, tuple[float, float]]]] = ("", {})
+
+
+def parse_prices(text: str) -> dict[str, dict[str, tuple[float, float]]]:
+    """``TROUPE_MODEL_PRICES``' JSON; ValueError names what is wrong."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{PRICES_ENV} must be a JSON object of providers")
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    for provider, models in data.items():
+        if not isinstance(models, dict):
+            raise ValueError(f"{PRICES_ENV}.{provider} must be an object of models")
+        for model, pair in models.items():
+            if (not isinstance(pair, list) or len(pair) != 2
+                    or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in pair)):
+                raise ValueError(f"{PRICES_ENV}.{provider}.{model} must be [input, output] USD per 1M tokens")
+            table.setdefault(str(provider), {})[str(model).strip().lower()] = (float(pair[0]), float(pair[1]))
+    return table
+
+
+def _table(provider: str) -> dict[str, tuple[float, float]]:
+    global _overrides
+    text = os.environ.get(PRICES_ENV, "")
+    if text != _overrides[0]:
+        # Read once per value; a malformed table is an operator error that must not be priced as 0.
+        try:
+            _overrides = (text, parse_prices(text) if text.strip() else {})
+        except ValueError as exc:
+            raise ProviderError("BIZ_002", f"model price table: {exc}", retryable=False) from exc
+    return {**PRICES_PER_MILLION.get(provider, {}), **_overrides[1].get(provider, {})}
 
 
 def price_of(provider: str, model: str) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens, matching the longest family prefix."""
-    table = PRICES_PER_MILLION.get(provider, {})
+    table = _table(provider)
     name = model.strip().lower()
     name = name.split("/", 1)[1] if name.startswith("models/") else name
     if name in table:
