@@ -58,8 +58,7 @@ async def test_create_draft_masks_and_seals_secrets(client, user):
     assert SECRET not in response.text
     assert wf["status"] == "draft" and wf["version"] == "1.0.0" and wf["companyId"] == company
     assert wf["configuration"]["secrets"] == {"apiKey": "********"}
-    assert wf["configuration"]["retryPolicy"] == {"maxRetries": 3, "backoffStrategy": "exponential",
-                                                  "retryableErrors": []}
+    assert wf["configuration"]["retryPolicy"] is None  # the company's retryPolicy applies
     assert wf["configuration"]["logging"]["level"] == "info" and wf["configuration"]["timeout"] == 3600
     for path in (f"/api/workflows/{wf['id']}", "/api/workflows"):
         assert SECRET not in (await client.get(path, headers=user.headers)).text

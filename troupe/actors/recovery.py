@@ -7,6 +7,11 @@ admits queued and due parked runs. A company with a run whose lease expired is
 asked to adopt it even when its actor is alive; an actor that does not answer
 then is replaced. Started (idempotently, by name) from each ingress replica's
 start-up and from the test harness.
+
+The same actor runs the cron scheduler (``troupe.engine.triggers``) every
+``SCHEDULE_TICK_SECONDS`` on a loop of its own, so a slow sweep never delays a slot.
+Slots are claimed in Postgres, so a second scheduler (another incarnation of this
+actor after a restart, or a test) can never fire one twice.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import ray
 from troupe.actors import handles
 from troupe.actors.company import companies_with_expired_leases, companies_with_work
 from troupe.db.session import set_pool
+from troupe.engine import triggers
 
 log = logging.getLogger("troupe.engine")
 SWEEP_SECONDS = 2.0
+SCHEDULE_TICK_SECONDS = 1.0
 ANSWER_SECONDS = 15.0
 
 
@@ -38,12 +45,33 @@ class RecoveryActor:
     def __init__(self) -> None:
         set_pool("none")
         self.loop: asyncio.Task[None] | None = None
+        self.scheduler: asyncio.Task[None] | None = None
         self.sweeps = 0
 
     async def start(self) -> int:
         if self.loop is None:
             self.loop = asyncio.get_running_loop().create_task(self._run())
+        if self.scheduler is None:
+            self.scheduler = asyncio.get_running_loop().create_task(self._schedule())
         return self.sweeps
+
+    async def fire_schedules(self) -> int:
+        """One scheduler pass: fire due cron slots and hand their runs to the companies."""
+        fired = await triggers.fire_due_schedules()
+        by_company: dict[str, list[dict[str, object]]] = {}
+        for task in fired:
+            by_company.setdefault(str(task.company_id), []).append(triggers.queue_entry(task))
+        for company_id, entries in by_company.items():
+            handles.tell(handles.company_name(company_id), "submit", entries)
+        return len(fired)
+
+    async def _schedule(self) -> None:
+        while True:
+            try:
+                await self.fire_schedules()
+            except Exception:
+                log.exception("scheduler pass failed")
+            await asyncio.sleep(SCHEDULE_TICK_SECONDS)
 
     async def sweep(self) -> int:
         companies = await companies_with_work()

@@ -315,6 +315,7 @@ class Workflow(_Model):
         Index("idx_workflows_is_template", "is_template"),
         Index("idx_workflows_template_category", "template_category"),
         Index("idx_workflows_tags", "tags", postgresql_using="gin"),
+        Index("idx_workflows_triggers", "triggers", postgresql_using="gin", postgresql_ops={"triggers": "jsonb_path_ops"}),
         _fts("workflows", ("name", True), ("description", False)),
     )
 
@@ -367,6 +368,11 @@ class Task(_Model):
         Index("idx_tasks_created_at", "created_at"),
         Index("idx_tasks_tags", "tags", postgresql_using="gin"),
         Index("idx_tasks_company_status_priority_created", "company_id", "status", "priority", "created_at"),
+        # One run per schedule slot, one per (finished run, event-triggered workflow): troupe.engine.triggers.
+        Index("uq_tasks_schedule_slot", "workflow_id", "scheduled_at", unique=True,
+              postgresql_where=text("metadata->>'source' = 'schedule'")),
+        Index("uq_tasks_event_parent", "workflow_id", text("(metadata->>'parentTaskId')"), unique=True,
+              postgresql_where=text("metadata->>'triggeredBy' LIKE 'event:%'")),
     )
 
 

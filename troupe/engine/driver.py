@@ -32,7 +32,7 @@ from troupe.config import get_settings
 from troupe.db import models
 from troupe.db.session import session_scope
 from troupe.engine import graph as g
-from troupe.engine import records, templates
+from troupe.engine import records, templates, triggers
 from troupe.engine.contract import (
     SIDE_EFFECT_TYPES,
     WAITING_NODE_CPUS,
@@ -180,7 +180,7 @@ class RunDriver:
         self.outgoing_error = {e.get("source") for e in self.edges if e.get("type") == "error"}
         self.strategy = self.config.get("strategy", "hybrid")
         self.error_handling = self.config.get("errorHandling", "stop")
-        self.policy = dict(self.config.get("retryPolicy") or {})
+        self.policy = await _retry_policy(self.config, self.task.company_id)
         state = dict(self.task.run_state or {})
         self.variables = {**(self.config.get("variables") or {}), **(state.get("variables") or {})}
         try:
@@ -653,6 +653,8 @@ class RunDriver:
         _background(records.notify(task.created_by, level="success" if status == "completed" else "error",
                                    title=f"Task {status}", message=f"{task.name} {status}",
                                    data={"taskId": str(task.id)}))
+        if task.workflow_id is not None and status in ("completed", "failed"):
+            _background(_start_event_triggers(task))
         return status
 
     async def _cancel(self, inflight: dict[str, asyncio.Task[Outcome]]) -> str:
@@ -684,6 +686,34 @@ class RunDriver:
         # A parked run holds no lease: the CompanyActor re-claims it when it is due.
         await records.fenced_task_update(self.task_id, self.epoch, run_state=state, lease_expires_at=None)
         return "parked"
+
+
+async def _retry_policy(config: dict[str, Any], company_id: uuid.UUID | None) -> dict[str, Any]:
+    """The workflow's ``retryPolicy`` (delays in seconds); without one (single-agent tasks,
+    workflows that set none) the company's ``settings.retryPolicy`` (delays in milliseconds)."""
+    own = config.get("retryPolicy")
+    if own:
+        return dict(own)
+    if company_id is None:
+        return {}
+    async with session_scope() as session:
+        company = await session.get(models.Company, company_id)
+    policy = dict(((company.settings or {}) if company is not None else {}).get("retryPolicy") or {})
+    for key in ("initialDelay", "maxDelay"):
+        if key in policy:
+            policy[key] = float(policy[key]) / 1000.0
+    return policy
+
+
+async def _start_event_triggers(task: models.Task) -> None:
+    try:
+        started = await triggers.on_run_finished(task)
+    except Exception:
+        log.exception("event triggers after run %s failed", task.id)
+        return
+    if started:
+        # Same company: its actor (this process) admits them on its next scan of queued runs.
+        log.info("run %s started %d run(s) through event triggers", task.id, len(started))
 
 
 _tasks: set[asyncio.Task[Any]] = set()
