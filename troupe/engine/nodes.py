@@ -25,11 +25,13 @@ Node ``data.configuration`` keys (templates allowed in every string, see
 - ``delay``: ``seconds`` (or ``ms``). Up to ``PARK_AFTER_SECONDS`` the node task
   sleeps; longer delays park the run (handled by the driver, holding no worker).
 - ``webhook``: ``url``, ``method`` (POST), ``headers``, ``body``; sends
-  ``Idempotency-Key: <task>:<node>:<iteration>``; a successful answer is kept in
-  Redis under that key, so a re-run of the same node and iteration (Ray retry,
-  recovery, ``retry`` with ``fromStep``) returns it without sending again.
-- ``email``: ``to``, ``subject``, ``body``; the idempotency key is recorded
-  before sending so a resumed run never sends twice.
+  ``Idempotency-Key: <task>:<node>:<iteration>``. Delivered once (``deliver_once``):
+  a successful answer is kept in Redis under that key, so a re-run of the same
+  node and iteration (Ray retry, recovery, ``retry`` with ``fromStep``) returns it
+  without sending again. HTTP tool calls from a tool node are delivered the same way.
+- ``email``: ``to``, ``subject``, ``body``; delivered once like a webhook: the
+  message counts as sent only after the mail server accepted it (each recipient
+  is remembered as it is accepted), so a retry after an SMTP failure sends.
 - ``loop``: handled by the driver: ``items`` (list or template) or ``while``
   (conditions), ``maxIterations`` (required, 1..10000); the body is the nodes on
   cycles back to the loop node (or an explicit ``body`` list of node ids).
@@ -71,6 +73,9 @@ _SEALED = re.compile(r"enc:v1:[A-Za-z0-9+/]+={0,2}")
 # Opened values shorter than this are not scrubbed from outputs (they would mangle any text).
 _MIN_SCRUB = 4
 SECRET_NODE_TYPES = frozenset({"tool", "webhook", "email"})
+# A delivered side effect's answer is remembered this long (re-runs return it).
+REMEMBER_SECONDS = 7 * 86400
+CLAIM_POLL_SECONDS = 0.05
 
 
 def mask_sealed(value: Any) -> Any:
@@ -223,7 +228,8 @@ def _delay(spec: NodeSpec) -> NodeResult:
 def _tool(spec: NodeSpec) -> NodeResult:
     if spec.tool is None:
         return failure("RES_001", "tool not found", retryable=False)
-    return run_tool(spec.tool, spec.config.get("input", {}), idempotency_key=spec.idempotency_key)
+    return run_tool(spec.tool, spec.config.get("input", {}), idempotency_key=spec.idempotency_key,
+                    attempt=spec.attempt)
 
 
 @node_handler("webhook", "email")
@@ -234,9 +240,9 @@ def _outbound(spec: NodeSpec) -> NodeResult:
     except SecretError as exc:
         return failure("BIZ_003", str(exc), retryable=False)
     if spec.type == "webhook":
-        result = _webhook(opened, spec.idempotency_key, remember=True)
+        result = _webhook(opened, spec.idempotency_key, attempt=spec.attempt, kind="webhook", scrub=secrets.scrub)
     else:
-        result = asyncio.run(_email(opened, spec.idempotency_key))
+        result = asyncio.run(_email(opened, spec.idempotency_key, spec.attempt, scrub=secrets.scrub))
     return secrets.scrub_result(result)
 
 
@@ -246,15 +252,18 @@ def delay_seconds(config: dict[str, Any]) -> float:
     return max(0.0, float(config.get("seconds", config.get("duration", 0)) or 0))
 
 
-def run_tool(tool: ToolSpec, tool_input: Any, *, idempotency_key: str | None = None) -> NodeResult:
+def run_tool(tool: ToolSpec, tool_input: Any, *, idempotency_key: str | None = None,
+             attempt: int = 0) -> NodeResult:
     """Executes a tool (also used by ``POST /api/tools/:id/test``). Sealed credentials
-    and headers are opened here, for this call only, and scrubbed from the result."""
+    and headers are opened here, for this call only, and scrubbed from the result. With
+    an idempotency key (a tool node) an HTTP call is delivered once (``deliver_once``)."""
     secrets = Secrets()
     try:
         opened = secrets.open({"configuration": tool.configuration or {}, "input": tool_input})
     except SecretError as exc:
         return failure("BIZ_003", str(exc), retryable=False)
-    return secrets.scrub_result(_run_tool(tool, opened["configuration"], opened["input"], idempotency_key))
+    return secrets.scrub_result(_run_tool(tool, opened["configuration"], opened["input"], idempotency_key,
+                                          attempt, secrets.scrub))
 
 
 def _auth_headers(auth: Any) -> dict[str, str]:
@@ -291,7 +300,7 @@ def _auth_headers(auth: Any) -> dict[str, str]:
 
 
 def _run_tool(tool: ToolSpec, configuration: dict[str, Any], tool_input: Any,
-              idempotency_key: str | None) -> NodeResult:
+              idempotency_key: str | None, attempt: int, scrub: Callable[[Any], Any]) -> NodeResult:
     kind = str(tool.type or "").lower()
     if kind == "calculator":
         expression = tool_input.get("expression") if isinstance(tool_input, dict) else tool_input
@@ -309,11 +318,14 @@ def _run_tool(tool: ToolSpec, configuration: dict[str, Any], tool_input: Any,
             return failure("BIZ_003", f"tool {exc}", retryable=False)
         return _webhook({"url": endpoint, "method": configuration.get("method") or "POST",
                          "headers": {**(configuration.get("headers") or {}), **auth}, "body": tool_input,
-                         "timeout": configuration.get("timeout")}, idempotency_key)
+                         "timeout": configuration.get("timeout")}, idempotency_key, attempt=attempt, kind="tool",
+                        scrub=scrub)
     return failure("BIZ_003", f"tool type {kind!r} has no runtime in this deployment", retryable=False)
 
 
-def _webhook(config: dict[str, Any], idempotency_key: str | None, *, remember: bool = False) -> NodeResult:
+def _webhook(config: dict[str, Any], idempotency_key: str | None, *, attempt: int = 0, kind: str = "webhook",
+             scrub: Callable[[Any], Any] | None = None) -> NodeResult:
+    """One HTTP call through the outbound guard; with an idempotency key, delivered once."""
     from troupe.infra import outbound
     url = config.get("url")
     if not url:
@@ -322,29 +334,100 @@ def _webhook(config: dict[str, Any], idempotency_key: str | None, *, remember: b
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
     timeout = float(config["timeout"]) if config.get("timeout") else None
-    send = _send_http(outbound, str(config.get("method", "POST")).upper(), str(url), headers, config.get("body"),
-                      timeout)
-    if remember and idempotency_key:
-        return asyncio.run(_remembered(idempotency_key, send))
-    return asyncio.run(send)
+
+    def send() -> Any:
+        return _send_http(outbound, str(config.get("method", "POST")).upper(), str(url), headers,
+                          config.get("body"), timeout)
+
+    if not idempotency_key:
+        return asyncio.run(send())
+    limit = timeout or _default_outbound_timeout()
+    return asyncio.run(_closing_redis(deliver_once(kind, idempotency_key, attempt, send, limit_s=limit,
+                                                   scrub=scrub)))
 
 
-async def _remembered(idempotency_key: str, send: Any) -> NodeResult:
-    """A webhook delivered once per key: a re-run returns the stored answer instead of sending."""
-    from troupe.infra.redis import close_redis, get_redis, rkey
+def _default_outbound_timeout() -> float:
+    from troupe.config import get_settings
 
-    key = rkey("engine", "webhook", idempotency_key)
+    return get_settings().outbound_timeout.total_seconds()
+
+
+async def _closing_redis(work: Any) -> NodeResult:
+    """Run ``work`` on this task's own event loop and close its Redis client at the end."""
+    from troupe.infra.redis import close_redis
+
     try:
-        stored = await get_redis().get(key)
-        if stored is not None:
-            send.close()
-            return success({**json.loads(stored), "duplicate": True}, duplicate=True)
-        result = await send
-        if result.ok:
-            await get_redis().set(key, json.dumps(result.output, default=str), ex=7 * 86400)
-        return result
+        return await work
     finally:
         await close_redis()
+
+
+async def deliver_once(kind: str, idempotency_key: str, attempt: int, send: Callable[[], Any], *,
+                       limit_s: float, scrub: Callable[[Any], Any] | None = None) -> NodeResult:
+    """Deliver a side effect (webhook, HTTP tool call, email) at most once per run, node and
+    iteration (``idempotency_key``), and send it again only after a failed delivery.
+
+    - A delivered answer is kept under ``engine:<kind>:<key>``: a re-run (Ray retry, recovery,
+      a later attempt, ``retry`` from a step) returns it with ``duplicate: true``, unsent.
+    - Before sending, the attempt takes one atomic claim, ``SET NX`` with a TTL on
+      ``engine:<kind>:claim:<key>:<attempt>``: of two workers running the same attempt at
+      once, exactly one sends; the other waits for its answer (or its failure, then claims).
+    - A failed delivery releases the claim, so a retry really sends; a delivered one keeps
+      it until the answer has been stored, closing the window between the two checks.
+    Without Redis nothing is sent (SYS_005, retryable)."""
+    from redis.exceptions import RedisError
+
+    from troupe.infra.redis import get_redis, rkey
+
+    done_key = rkey("engine", kind, idempotency_key)
+    claim_key = rkey("engine", kind, "claim", idempotency_key, attempt)
+    claim_ttl = int(limit_s) + 60  # outlives the send; a crashed worker's claim lapses after it
+    deadline = time.monotonic() + limit_s + 5
+    redis = get_redis()
+    while True:
+        try:
+            stored = await redis.get(done_key)
+            if stored is not None:
+                return _delivered(stored)
+            if await redis.set(claim_key, "sending", nx=True, ex=claim_ttl):
+                break
+        except RedisError as exc:
+            return failure("SYS_005", f"{kind} not sent: its delivery cannot be claimed ({type(exc).__name__})")
+        if time.monotonic() > deadline:
+            return failure("SYS_006", f"{kind} not sent: another worker is still delivering attempt {attempt} "
+                                      f"of {idempotency_key}")
+        await asyncio.sleep(CLAIM_POLL_SECONDS)
+    try:
+        result: NodeResult = await send()
+    except BaseException:
+        await _release(redis, claim_key)
+        raise
+    if not result.ok:
+        await _release(redis, claim_key)
+        return result
+    output = scrub(result.output) if scrub else result.output
+    try:
+        await redis.set(done_key, json.dumps(output, default=str), ex=REMEMBER_SECONDS)
+    except RedisError:
+        pass  # delivered: the claim still stops a second send of this attempt until it lapses
+    return result
+
+
+def _delivered(stored: str) -> NodeResult:
+    try:
+        answer = json.loads(stored)
+    except ValueError:
+        answer = None
+    return success({**(answer if isinstance(answer, dict) else {}), "duplicate": True}, duplicate=True)
+
+
+async def _release(redis: Any, claim_key: str) -> None:
+    from redis.exceptions import RedisError
+
+    try:
+        await redis.delete(claim_key)
+    except RedisError:
+        pass  # the claim lapses with its TTL
 
 
 async def _send_http(outbound: Any, method: str, url: str, headers: dict[str, str], body: Any,
@@ -366,22 +449,36 @@ async def _send_http(outbound: Any, method: str, url: str, headers: dict[str, st
     return success({"status": status, "body": payload})
 
 
-async def _email(config: dict[str, Any], idempotency_key: str | None) -> NodeResult:
+async def _email(config: dict[str, Any], idempotency_key: str | None, attempt: int = 0,
+                 scrub: Callable[[Any], Any] | None = None) -> NodeResult:
     from troupe.infra.mail import send_mail
     from troupe.infra.redis import close_redis, get_redis, rkey
     to, subject, body = config.get("to"), config.get("subject", ""), config.get("body", "")
     if not to:
         return failure("BIZ_001", "email node has no recipient (to)", retryable=False)
-    try:
-        # Claim the key first: a resumed run that finds it claimed does not send again.
-        if idempotency_key and not await get_redis().set(rkey("engine", "email", idempotency_key), "1",
-                                                         nx=True, ex=7 * 86400):
-            return success({"sent": False, "duplicate": True, "idempotencyKey": idempotency_key})
-        for address in to if isinstance(to, list) else [to]:
-            await send_mail(to=str(address), subject=str(subject), body=str(body),
-                            headers={"X-Idempotency-Key": idempotency_key} if idempotency_key else None)
+    recipients = [str(address) for address in (to if isinstance(to, list) else [to])]
+    sent_key = rkey("engine", "email", "sent", idempotency_key) if idempotency_key else None
+
+    async def send() -> NodeResult:
+        # Recipients the mail server already accepted (an earlier, partly failed attempt) are skipped.
+        try:
+            accepted = set(await get_redis().smembers(sent_key)) if sent_key else set()
+            for address in recipients:
+                if address in accepted:
+                    continue
+                await send_mail(to=address, subject=str(subject), body=str(body),
+                                headers={"X-Idempotency-Key": idempotency_key} if idempotency_key else None)
+                if sent_key:
+                    await get_redis().sadd(sent_key, address)
+                    await get_redis().expire(sent_key, REMEMBER_SECONDS)
+        except Exception as exc:
+            return failure("SYS_003", f"mail: {exc}")
         return success({"sent": True, "to": to, "idempotencyKey": idempotency_key})
-    except Exception as exc:
-        return failure("SYS_003", f"mail: {exc}")
+
+    try:
+        if not idempotency_key:
+            return await send()
+        return await deliver_once("email", idempotency_key, attempt, send,
+                                  limit_s=_default_outbound_timeout() * len(recipients), scrub=scrub)
     finally:
         await close_redis()
