@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import signal
 import sys
@@ -72,10 +73,30 @@ def _run_with_db(coro_factory) -> None:
         sys.exit(f"error: {exc.message}")
 
 
+def _admin_password(from_stdin: bool) -> str:
+    """The password from stdin (``--password-stdin``, one line) or a prompt: never an
+    argument, which every user of the host can read (ps, shell history)."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise SystemExit("create-admin: no terminal to prompt on; pipe the password with --password-stdin")
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password (again): ") != password:
+            raise SystemExit("create-admin: the passwords differ")
+    if not password:
+        raise SystemExit("create-admin: the password is empty")
+    return password
+
+
 def cmd_create_admin(args: argparse.Namespace) -> None:
     from troupe.platform.users.service import ensure_admin
 
-    _run_with_db(lambda: ensure_admin(email=args.email, password=args.password))
+    if args.password is not None:
+        raise SystemExit("create-admin: --password is not accepted (a command line is visible to every user "
+                         "of the host); you will be prompted, or pipe it with --password-stdin")
+    password = _admin_password(args.password_stdin)
+    _run_with_db(lambda: ensure_admin(email=args.email, password=password))
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
@@ -101,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     admin = sub.add_parser("create-admin", help="create (or promote) a super admin account")
     admin.add_argument("--email", required=True)
-    admin.add_argument("--password", required=True)
+    admin.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
+    # Refused with an explanation (argparse would otherwise call it an unknown argument).
+    admin.add_argument("--password", help=argparse.SUPPRESS)
     admin.set_defaults(func=cmd_create_admin)
     promote = sub.add_parser("promote", help="make an existing account super admin")
     promote.add_argument("--email", required=True)

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select, text
@@ -61,9 +61,25 @@ def _binary(name: str) -> str:
     return found
 
 
-def _libpq_url() -> str:
+def _libpq_target() -> tuple[str, dict[str, str]]:
+    """The database URL for pg_dump/psql without its password, and the environment that
+    carries it (PGPASSWORD): a command line is readable by every user of the host (ps)."""
     parts = urlsplit(get_settings().database_url or "")
-    return urlunsplit((parts.scheme.split("+")[0],) + tuple(parts[1:]))
+    env: dict[str, str] = {}
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, has_password, password = userinfo.partition(":")
+        if has_password:
+            env["PGPASSWORD"] = unquote(password)
+        netloc = f"{user}@{host}"
+    query = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "password":
+            env["PGPASSWORD"] = value
+        else:
+            query.append((key, value))
+    return urlunsplit((parts.scheme.split("+")[0], netloc, parts.path, urlencode(query), parts.fragment)), env
 
 
 async def _run(*args: str, env_extra: dict[str, str] | None = None) -> None:
@@ -140,7 +156,8 @@ async def create_backup(*, session: AsyncSession, user: Principal,
     if body.compression:
         args.append("--compress=6")
     try:
-        await _run(*args, f"--dbname={_libpq_url()}")
+        url, env = _libpq_target()
+        await _run(*args, f"--dbname={url}", env_extra=env)
         if body.encryption:
             await asyncio.to_thread(_seal_file, partial, get_settings().resolved_secrets_key())
         partial.rename(target)
@@ -190,9 +207,10 @@ async def restore_backup(*, user: Principal, body: schemas.RestoreRequest) -> sc
         except Exception as exc:  # unreadable, corrupt, or sealed with another key
             raise AppError(ErrorCode.STORAGE_ERROR, "The backup file cannot be read") from exc
         truncate = "TRUNCATE " + ", ".join(f'public."{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+        url, env = _libpq_target()
         await _run(_binary("psql"), "--no-psqlrc", "--quiet", "--single-transaction",
                    "--set=ON_ERROR_STOP=1", f"--command=SET lock_timeout = '{_RESTORE_LOCK_TIMEOUT}'",
-                   f"--command={truncate}", f"--file={sql}", f"--dbname={_libpq_url()}")
+                   f"--command={truncate}", f"--file={sql}", f"--dbname={url}", env_extra=env)
     restored = utcnow()
     async with session_scope() as session:
         # The actor may not exist in the restored data: record it without the foreign key.
