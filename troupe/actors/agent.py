@@ -12,7 +12,16 @@ the agent's limits hold cluster-wide:
   its count is the cluster's), handed back to the pool when the agent leaves and
   given to its next activation;
 - conversation memory (the last ``memorySize`` exchanges, default 10, trimmed to
-  ``contextWindow`` tokens).
+  ``contextWindow`` tokens), kept per calling company and conversation (the
+  request's ``conversationId``, else its ``taskId``): a public agent serves many
+  tenants, and none of them may read another's exchanges. A call with neither
+  has no memory. At most ``MAX_CONVERSATIONS`` are kept, least recently used first out.
+
+Activity events (``agent:activity``, with the caller's input and output) go to the
+caller's rooms only: its company's and its task's. Not to the agent's room, which
+everyone may join once the agent is public, nor to the owning company's: the
+publisher of a public agent sees other tenants' use only as the aggregate
+performance counters (``GET /api/agents/:id/performance``).
 
 Nothing on a call's path waits for Postgres or Redis: ``agent:activity`` events
 and performance-counter deltas are queued and handed to the pool in the
@@ -30,7 +39,7 @@ import asyncio
 import os
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 import ray
@@ -42,6 +51,7 @@ from troupe.providers.simulated import SimulatedProvider, count_tokens
 
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MEMORY = 10
+MAX_CONVERSATIONS = 256
 RATE_WINDOW_S = 60.0
 # How often an idle actor checks its idle timeout and whether the pool still keeps it
 # (hundreds of resident actors share two cores: they should not wake often for nothing).
@@ -98,10 +108,12 @@ class AgentActor:
         self.semaphore = asyncio.Semaphore(DEFAULT_CONCURRENCY)
         self.active = 0
         self.leaving = False
-        self.memory: deque[tuple[str, str]] = deque()
+        # (calling company, conversation) -> the last exchanges, least recently used first.
+        self.memory: OrderedDict[tuple[str, str], deque[tuple[str, str]]] = OrderedDict()
         self.windows: dict[str, deque[float]] = {}
         self.perf = _Perf()
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        # (activity, details, rooms, calling company): published by the pool.
+        self.events: list[tuple[str, dict[str, Any], list[str], str | None]] = []
         self.last_used = time.monotonic()
         self.last_used_at = time.time()
         self.kept_at = time.monotonic()
@@ -235,8 +247,17 @@ class AgentActor:
             self.perf.ms += perf.ms
 
     # ------------------------------------------------------------ calls
-    def _activity(self, activity: str, details: dict[str, Any]) -> None:
-        self.events.append((activity, {k: v for k, v in details.items() if v is not None}))
+    def _rooms(self, caller: str | None, task_id: str | None) -> list[str]:
+        """Where a call's activity goes: the caller's rooms only (module docstring)."""
+        rooms = [f"company:{caller}"] if caller else []
+        if task_id:
+            rooms.append(f"task:{task_id}")
+        return rooms
+
+    def _activity(self, activity: str, details: dict[str, Any], rooms: list[str], caller: str | None) -> None:
+        if not rooms:
+            return
+        self.events.append((activity, {k: v for k, v in details.items() if v is not None}, rooms, caller))
         if self.wake is not None:
             self.wake.set()
 
@@ -260,10 +281,20 @@ class AgentActor:
                     raise ProviderError("SYS_004", f"agent {key} rate limit: waiting would exceed the timeout")
                 await asyncio.sleep(min(wait, 1.0))
 
-    def _history(self, window: int) -> list[ChatMessage]:
+    def _conversation(self, key: tuple[str, str] | None) -> deque[tuple[str, str]]:
+        if key is None:
+            return deque()
+        memory = self.memory.pop(key, None) or deque()
+        self.memory[key] = memory
+        while len(self.memory) > MAX_CONVERSATIONS:
+            self.memory.popitem(last=False)
+        return memory
+
+    @staticmethod
+    def _history(memory: deque[tuple[str, str]], window: int) -> list[ChatMessage]:
         messages: list[ChatMessage] = []
         budget = window
-        for user_text, reply in reversed(self.memory):
+        for user_text, reply in reversed(memory):
             cost = count_tokens(user_text) + count_tokens(reply)
             if cost > budget:
                 break
@@ -280,12 +311,16 @@ class AgentActor:
         agent, semaphore = self.agent, self.semaphore
         config = agent["config"]
         task_id = request.get("taskId")
+        caller = str(request["companyId"]) if request.get("companyId") else None
+        conversation = request.get("conversationId") or task_id
+        key = (caller or "-", str(conversation)) if conversation else None
+        rooms = self._rooms(caller, task_id)
         try:
             await asyncio.wait_for(semaphore.acquire(), timeout=max(0.01, deadline - time.monotonic()))
         except TimeoutError:
             return NodeResult.fail("SYS_006", "timed out waiting for the agent's concurrency limit")
         self.active += 1
-        self._activity("started", {"taskId": task_id, "input": str(request.get("prompt"))[:500]})
+        self._activity("started", {"taskId": task_id, "input": str(request.get("prompt"))[:500]}, rooms, caller)
         try:
             rate = config.get("rateLimit") or {}
             if rate.get("requestsPerMinute"):
@@ -298,7 +333,7 @@ class AgentActor:
             for example in config.get("fewShotExamples") or []:
                 messages += [ChatMessage("user", str(example.get("input", ""))),
                              ChatMessage("assistant", str(example.get("output", "")))]
-            messages += self._history(window // 2)
+            messages += self._history(self._conversation(key), window // 2)
             messages.append(ChatMessage("user", str(request.get("prompt", ""))))
             prompt_tokens = sum(count_tokens(m.content) for m in messages)
             if rate.get("tokensPerMinute"):
@@ -317,23 +352,25 @@ class AgentActor:
             result = await asyncio.wait_for(provider.complete(completion), timeout=completion.timeout_s)
         except TimeoutError:
             self._record(False, time.monotonic() - started, 0, 0.0)
-            self._activity("error", {"taskId": task_id, "error": "timeout"})
+            self._activity("error", {"taskId": task_id, "error": "timeout"}, rooms, caller)
             return NodeResult.fail("SYS_006", "agent call timed out")
         except ProviderError as exc:
             self._record(False, time.monotonic() - started, 0, 0.0)
-            self._activity("error", {"taskId": task_id, "error": str(exc)})
+            self._activity("error", {"taskId": task_id, "error": str(exc)}, rooms, caller)
             return NodeResult.fail(exc.code, str(exc), retryable=exc.retryable)
         finally:
             self.active -= 1
             semaphore.release()
             self.last_used, self.last_used_at = time.monotonic(), time.time()
-        self.memory.append((str(request.get("prompt", "")), result.text))
-        while len(self.memory) > int(config.get("memorySize") or DEFAULT_MEMORY):
-            self.memory.popleft()
+        if key is not None:
+            memory = self._conversation(key)
+            memory.append((str(request.get("prompt", "")), result.text))
+            while len(memory) > int(config.get("memorySize") or DEFAULT_MEMORY):
+                memory.popleft()
         elapsed = time.monotonic() - started
         self._record(True, elapsed, result.total_tokens, result.cost_usd)
         self._activity("completed", {"taskId": task_id, "output": result.text[:500],
-                                     "duration": int(elapsed * 1000)})
+                                     "duration": int(elapsed * 1000)}, rooms, caller)
         output = {"text": result.text, "model": result.model, "provider": result.provider,
                   "tokens": result.total_tokens, "cost": result.cost_usd, "simulated": result.simulated}
         return NodeResult.success(output, tokensUsed=result.total_tokens, model=result.model, cost=result.cost_usd,

@@ -35,6 +35,8 @@ def _agent(spec: NodeSpec) -> NodeResult:
     # The simulated provider's own options (latency, failures) are passed through; real providers ignore them.
     request = {"prompt": str(prompt), "system": config.get("system"), "temperature": config.get("temperature"),
                "maxTokens": config.get("maxTokens"), "taskId": spec.task_id, "companyId": spec.company_id,
+               # Memory is the calling company's: this run's, or the named conversation's (troupe.actors.agent).
+               "conversationId": str(config["conversationId"]) if config.get("conversationId") else None,
                "timeout": timeout,
                "extra": {"attempt": spec.attempt,
                          **{k: config[k] for k in ("simulatedLatencyMs", "simulateFailAttempts", "simulateError")

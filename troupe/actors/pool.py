@@ -380,10 +380,12 @@ class AgentPool:
         return keep
 
     # ------------------------------------------------------------ events and counters
-    async def record(self, agent_id: str, company_id: str | None, events: list[tuple[str, dict[str, Any]]],
+    async def record(self, agent_id: str, company_id: str | None,
+                     events: list[tuple[str, dict[str, Any], list[str], str | None]],
                      perf: dict[str, float] | None, last_used_at: float) -> None:
-        """What an agent actor queued: ``agent:activity`` events (published now, in order)
-        and counter deltas (added to the row by the flusher, batched)."""
+        """What an agent actor queued: ``agent:activity`` events (published now, in order,
+        to the rooms the actor chose: the caller's) and counter deltas (added to the row
+        by the flusher, batched)."""
         self._ensure_started()
         if perf:
             pending = self.perf.setdefault(agent_id, {"requests": 0, "successes": 0, "failures": 0, "tokens": 0,
@@ -395,11 +397,10 @@ class AgentPool:
         if events:
             from troupe.events import publish
 
-            rooms = [f"agent:{agent_id}"] + ([f"company:{company_id}"] if company_id else [])
-            for activity, details in events:
+            for activity, details, rooms, caller in events:
                 try:
                     await publish(rooms, "agent:activity", {"agentId": agent_id, "activity": activity,
-                                                            "details": details}, company_id=company_id)
+                                                            "details": details}, company_id=caller)
                 except Exception:  # events are best effort; counters and calls do not depend on them
                     log.warning("agent pool: could not publish agent:activity for %s", agent_id)
                     break

@@ -26,6 +26,9 @@ class AgentTest(StrictInput):
     input: str = Field(min_length=1, max_length=100_000)
     context: Any = None
     tools: list[str] | None = None
+    conversation_id: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="Memory to use: the caller's own conversation of this name (default: the caller's test one)")
 
 
 class AgentTestMeta(CamelModel):

@@ -145,8 +145,11 @@ async def test_agent(*, session: AsyncSession, user: Principal, agent_id: str,
     await _ensure_may_run_agent(session, user, agent)
     prompt = body.input if body.context is None else f"{body.input}\n\nContext: {body.context}"
     # The row is at hand: pass it, so a cold agent's activation does not query it again.
-    result = await agent_pool.complete(str(agent.id), {"prompt": prompt, "timeout": 60, "extra": {}},
-                                       agent=agent_pool.agent_state(agent))
+    # Memory and activity belong to the caller: the company they run it in, their own conversation.
+    request = {"prompt": prompt, "timeout": 60, "extra": {},
+               "companyId": str(agent.company_id) if agent.company_id else None,
+               "conversationId": f"user:{user.id}:{body.conversation_id or 'test'}"}
+    result = await agent_pool.complete(str(agent.id), request, agent=agent_pool.agent_state(agent))
     if not result.ok:
         try:
             error_code = ErrorCode(result.code or "BIZ_002")
