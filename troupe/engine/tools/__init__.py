@@ -49,7 +49,7 @@ def run_tool(spec: ToolSpec, tool_input: Any, *, context: ToolContext | None = N
 
 async def arun_tool(spec: ToolSpec, tool_input: Any, *, context: ToolContext | None = None) -> NodeResult:
     """``run_tool`` for async callers: the runtime itself runs in a worker thread."""
-    from troupe.engine.nodes import Secrets, SecretError
+    from troupe.engine.nodes import SecretError, Secrets
     from troupe.engine.tools import cache, limits, validation
 
     context = context or ToolContext()
