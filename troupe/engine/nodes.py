@@ -17,10 +17,9 @@ Node ``data.configuration`` keys (templates allowed in every string, see
   ``prompt`` (default: the activating output as JSON), ``system``,
   ``temperature``, ``maxTokens``, ``timeout``; output
   ``{text, model, provider, tokens, cost, simulated}``.
-- ``tool`` (``data.toolId``): ``input`` (object passed to the tool). Tool types:
-  ``calculator`` (``input.expression``), ``http``/``api``/``webhook`` (tool
-  ``configuration.endpoint``/``method``/``headers``/``authentication`` through
-  the outbound guard).
+- ``tool`` (``data.toolId``): ``input`` (object passed to the tool), run by the
+  tool runtimes (``troupe.engine.tools``: one per tool type, schema-checked, rate
+  limited and cached as the tool's configuration says).
 - ``condition``: ``data.conditions`` (spec conditions); output ``{result}``.
 - ``delay``: ``seconds`` (or ``ms``). Up to ``PARK_AFTER_SECONDS`` the node task
   sleeps; longer delays park the run (handled by the driver, holding no worker).
@@ -51,7 +50,6 @@ modules load from ``TROUPE_NODE_PLUGINS`` (the test suite wraps types this way).
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib
 import json
 import os
@@ -63,13 +61,12 @@ from typing import Any
 import ray
 
 from troupe.engine import templates
-from troupe.engine.calculator import calculate
-from troupe.engine.contract import NodeResult, NodeSpec, ToolSpec
+from troupe.engine.contract import NodeResult, NodeSpec
 
 PARK_AFTER_SECONDS = 2.0
 MASK = "********"
 # Sealed values, whole or inside a rendered string ("Bearer enc:v1:...").
-_SEALED = re.compile(r"enc:v1:[A-Za-z0-9+/]+={0,2}")
+SEALED_PATTERN = _SEALED = re.compile(r"enc:v1:[A-Za-z0-9+/]+={0,2}")
 # Opened values shorter than this are not scrubbed from outputs (they would mangle any text).
 _MIN_SCRUB = 4
 SECRET_NODE_TYPES = frozenset({"tool", "webhook", "email"})
@@ -228,8 +225,11 @@ def _delay(spec: NodeSpec) -> NodeResult:
 def _tool(spec: NodeSpec) -> NodeResult:
     if spec.tool is None:
         return failure("RES_001", "tool not found", retryable=False)
-    return run_tool(spec.tool, spec.config.get("input", {}), idempotency_key=spec.idempotency_key,
-                    attempt=spec.attempt)
+    from troupe.engine.tools import ToolContext, run_tool
+
+    return run_tool(spec.tool, spec.config.get("input", {}), context=ToolContext(
+        company_id=spec.company_id, task_id=spec.task_id, idempotency_key=spec.idempotency_key,
+        attempt=spec.attempt))
 
 
 @node_handler("webhook", "email")
@@ -250,77 +250,6 @@ def delay_seconds(config: dict[str, Any]) -> float:
     if "ms" in config:
         return max(0.0, float(config["ms"]) / 1000)
     return max(0.0, float(config.get("seconds", config.get("duration", 0)) or 0))
-
-
-def run_tool(tool: ToolSpec, tool_input: Any, *, idempotency_key: str | None = None,
-             attempt: int = 0) -> NodeResult:
-    """Executes a tool (also used by ``POST /api/tools/:id/test``). Sealed credentials
-    and headers are opened here, for this call only, and scrubbed from the result. With
-    an idempotency key (a tool node) an HTTP call is delivered once (``deliver_once``)."""
-    secrets = Secrets()
-    try:
-        opened = secrets.open({"configuration": tool.configuration or {}, "input": tool_input})
-    except SecretError as exc:
-        return failure("BIZ_003", str(exc), retryable=False)
-    return secrets.scrub_result(_run_tool(tool, opened["configuration"], opened["input"], idempotency_key,
-                                          attempt, secrets.scrub))
-
-
-def _auth_headers(auth: Any) -> dict[str, str]:
-    """Headers for a tool's ``authentication`` (credentials already opened):
-    ``bearer``/``oauth2``: ``token`` (or ``accessToken``) as ``Authorization: Bearer``;
-    ``basic``: ``username`` + ``password``; ``api_key``: ``apiKey`` (or ``key``) sent
-    in the header named by ``header`` (default ``X-Api-Key``), or, without those,
-    every credential entry sent as a header of that name."""
-    if not isinstance(auth, dict):
-        return {}
-    kind = auth.get("type") or "none"
-    creds = {str(k): str(v) for k, v in (auth.get("credentials") or {}).items() if v is not None}
-    if kind == "none":
-        return {}
-    if kind in ("bearer", "oauth2"):
-        token = creds.get("token") or creds.get("accessToken") or creds.get("access_token")
-        if not token:
-            raise ValueError(f"{kind} authentication needs credentials.token")
-        return {"Authorization": f"Bearer {token}"}
-    if kind == "basic":
-        if "username" not in creds or "password" not in creds:
-            raise ValueError("basic authentication needs credentials.username and credentials.password")
-        pair = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
-        return {"Authorization": f"Basic {pair}"}
-    if kind == "api_key":
-        key = creds.get("apiKey") or creds.get("api_key") or creds.get("key")
-        if key:
-            return {creds.get("header") or creds.get("headerName") or "X-Api-Key": key}
-        headers = {k: v for k, v in creds.items() if k not in ("header", "headerName")}
-        if not headers:
-            raise ValueError("api_key authentication needs credentials.apiKey")
-        return headers
-    raise ValueError(f"authentication type {kind!r} is not supported")
-
-
-def _run_tool(tool: ToolSpec, configuration: dict[str, Any], tool_input: Any,
-              idempotency_key: str | None, attempt: int, scrub: Callable[[Any], Any]) -> NodeResult:
-    kind = str(tool.type or "").lower()
-    if kind == "calculator":
-        expression = tool_input.get("expression") if isinstance(tool_input, dict) else tool_input
-        try:
-            return success({"result": calculate(expression)})
-        except (ValueError, SyntaxError, ZeroDivisionError, OverflowError, TypeError) as exc:
-            return failure("BIZ_003", f"calculator: {exc}", retryable=False)
-    if kind in ("http", "api", "webhook", "rest"):
-        endpoint = configuration.get("endpoint")
-        if not endpoint:
-            return failure("BIZ_003", "tool has no configuration.endpoint", retryable=False)
-        try:
-            auth = _auth_headers(configuration.get("authentication"))
-        except ValueError as exc:
-            return failure("BIZ_003", f"tool {exc}", retryable=False)
-        return _webhook({"url": endpoint, "method": configuration.get("method") or "POST",
-                         "headers": {**(configuration.get("headers") or {}), **auth}, "body": tool_input,
-                         "timeout": configuration.get("timeout")}, idempotency_key, attempt=attempt, kind="tool",
-                        scrub=scrub)
-    return failure("BIZ_003", f"tool type {kind!r} has no runtime in this deployment", retryable=False)
 
 
 def _webhook(config: dict[str, Any], idempotency_key: str | None, *, attempt: int = 0, kind: str = "webhook",

@@ -74,7 +74,7 @@ async def arun_tool(spec: ToolSpec, tool_input: Any, *, context: ToolContext | N
         found = await cache.get(str(caching.get("strategy") or "memory"), cache_key)
         if found is not None:
             return NodeResult.success(found, cached=True, attempts=0)
-    call = ToolCall(spec=spec, configuration=configuration, input=data, context=context)
+    call = ToolCall(spec=spec, configuration=configuration, input=data, context=context, scrub=secrets.scrub)
     retries = max(0, int(configuration.get("retries") or 0))
     attempt = 0
     while True:

@@ -70,17 +70,31 @@ def auth_headers(auth: Any) -> dict[str, str]:
     raise ToolFailure("BIZ_003", f"authentication type {kind!r} is not supported")
 
 
-def send(method: str, url: str, *, headers: dict[str, str], timeout: float, json_body: Any = None,
-         content: bytes | None = None, params: dict[str, Any] | None = None,
-         idempotency_key: str | None = None) -> NodeResult:
+def send(call: ToolCall, method: str, url: str, *, headers: dict[str, str], json_body: Any = None,
+         content: bytes | None = None, params: dict[str, Any] | None = None) -> NodeResult:
+    """One request; with the caller's idempotency key (a workflow's tool node) it is delivered
+    at most once per run, node and iteration (troupe.engine.nodes.deliver_once)."""
+    from troupe.engine.nodes import _closing_redis, deliver_once
+
+    key = call.context.idempotency_key
+
+    async def go() -> NodeResult:
+        return await _request(method, url, headers=headers, json_body=json_body, content=content,
+                              params=params, limit_s=call.timeout, idempotency_key=key)
+
+    if not key:
+        return asyncio.run(go())
+    return asyncio.run(_closing_redis(deliver_once("tool", key, call.context.attempt, go, limit_s=call.timeout,
+                                                   scrub=call.scrub)))
+
+
+async def _request(method: str, url: str, *, headers: dict[str, str], json_body: Any, content: bytes | None,
+                   params: dict[str, Any] | None, limit_s: float, idempotency_key: str | None) -> NodeResult:
     from troupe.infra import outbound
 
-    async def go() -> Any:
-        return await outbound.request(method, url, headers=headers, json=json_body, content=content,
-                                      params=params, timeout=timeout, idempotency_key=idempotency_key)
-
     try:
-        response = asyncio.run(go())
+        response = await outbound.request(method, url, headers=headers, json=json_body, content=content,
+                                          params=params, timeout=limit_s, idempotency_key=idempotency_key)
     except outbound.OutboundError as exc:
         return NodeResult.fail(str(exc.code), exc.message, retryable=exc.retryable)
     text = response.text
@@ -109,8 +123,8 @@ def run_api(call: ToolCall) -> NodeResult:
     as_query = method in ("GET", "DELETE")
     params = {k: v if isinstance(v, str | int | float) else json.dumps(v) for k, v in call.input.items()} \
         if as_query and isinstance(call.input, dict) else None
-    return send(method, _endpoint(call), headers=headers, timeout=call.timeout, params=params,
-                json_body=None if as_query else call.input, idempotency_key=call.context.idempotency_key)
+    return send(call, method, _endpoint(call), headers=headers, params=params,
+                json_body=None if as_query else call.input)
 
 
 @tool_runtime("webhook")
@@ -125,5 +139,4 @@ def run_webhook(call: ToolCall) -> NodeResult:
     headers.update(auth_headers(call.configuration.get("authentication")))
     headers.update({"Content-Type": "application/json", TIMESTAMP_HEADER: str(timestamp),
                     str(settings.get("signatureHeader") or SIGNATURE_HEADER): sign(str(secret), timestamp, body)})
-    return send("POST", _endpoint(call), headers=headers, timeout=call.timeout, content=body,
-                idempotency_key=call.context.idempotency_key)
+    return send(call, "POST", _endpoint(call), headers=headers, content=body)

@@ -30,6 +30,7 @@ class ToolContext:
     agent_id: str | None = None
     task_id: str | None = None
     idempotency_key: str | None = None
+    attempt: int = 0
     # The HTTP test route may skip input validation (``validateSchema: false``).
     validate_input: bool = True
 
@@ -42,6 +43,8 @@ class ToolCall:
     configuration: dict[str, Any]
     input: Any
     context: ToolContext = field(default_factory=ToolContext)
+    # Replaces this call's opened secrets by ``********`` (for anything a runtime stores).
+    scrub: Callable[[Any], Any] = lambda value: value
 
     @property
     def timeout(self) -> float:
