@@ -78,6 +78,100 @@ class ToolMonitoring(StrictInput):
     health_check: Annotated[str, Field(max_length=2048)] = ""
 
 
+class WebhookSettings(StrictInput):
+    """``webhook`` tools: every call is signed with HMAC-SHA256 (troupe.engine.tools.http)."""
+
+    # Stored sealed, answered "********".
+    secret: Annotated[str, Field(min_length=1, max_length=4096)]
+    signature_header: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")] = \
+        "X-Troupe-Signature"
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if value != "********" and len(value) < 16:
+            raise ValueError("the signing secret needs at least 16 characters")
+        return value
+
+
+class DatabaseSettings(StrictInput):
+    """``database`` tools (PostgreSQL only; troupe.engine.tools.database)."""
+
+    # postgresql://user:password@host:5432/db; stored sealed, answered "********".
+    connection_string: Annotated[str, Field(min_length=1, max_length=4096)]
+    query: Annotated[str, Field(min_length=1, max_length=20_000)] | None = None
+    read_only: bool = True
+    statement_timeout_ms: int = Field(5000, ge=1, le=300_000)
+    max_rows: int = Field(1000, ge=1, le=100_000)
+
+    @field_validator("connection_string")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if value != "********" and not value.lower().startswith(("postgresql://", "postgres://")):
+            raise ValueError("only PostgreSQL is supported: use a postgresql:// URL")
+        return value
+
+
+class FileSettings(StrictInput):
+    """``file`` tools: the company's storage area (troupe.engine.tools.files)."""
+
+    root: Annotated[str, Field(max_length=500, pattern=r"^$|^(?!.*\.\.)(?!/)[A-Za-z0-9_./-]+$")] = ""
+    read_only: bool = False
+    max_bytes: int = Field(1024 * 1024, ge=1, le=50 * 1024 * 1024)
+
+
+class SandboxLimits(StrictInput):
+    """``code`` tools' process limits; the wall-clock limit is ``configuration.timeout``."""
+
+    cpu_seconds: int = Field(5, ge=1, le=60)
+    memory_mb: int = Field(256, ge=64, le=4096)
+    max_output_bytes: int = Field(1024 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+
+class ScraperSettings(StrictInput):
+    selector: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+    max_links: int = Field(100, ge=0, le=10_000)
+    max_text_chars: int = Field(100_000, ge=100, le=5_000_000)
+
+
+class TranslatorSettings(StrictInput):
+    provider: Literal["openai", "anthropic", "google", "local", "custom", "simulated"] = "simulated"
+    model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    target_language: Annotated[str, Field(min_length=2, max_length=50)] | None = None
+    source_language: Annotated[str, Field(min_length=2, max_length=50)] | None = None
+    # Stored sealed, answered "********".
+    api_key: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    base_url: Annotated[str, Field(max_length=2048)] | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_url(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_url(value):
+            raise ValueError("baseUrl must be an http(s) URL")
+        return value
+
+
+class PluginSettings(StrictInput):
+    """``custom`` tools: an installed plugin of the ``troupe.tools`` entry point group."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    # Passed to the plugin; values under secret-looking names are stored sealed.
+    settings: Annotated[dict[HeaderName, Any], Field(max_length=100)] = Field(default_factory=dict)
+
+
+# Which type-specific section each tool type accepts (and which it needs).
+TYPE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "api": (), "webhook": ("webhook",), "database": ("database",), "file": ("file",),
+    "code": ("code", "sandbox"), "scraper": ("scraper",), "calculator": (), "translator": ("translator",),
+    "custom": ("plugin",),
+}
+REQUIRED_SECTIONS: dict[str, tuple[str, ...]] = {
+    "webhook": ("webhook",), "database": ("database",), "code": ("code",),
+    "custom": ("plugin",),
+}
+ALL_SECTIONS = ("webhook", "database", "file", "code", "sandbox", "scraper", "translator", "plugin")
+
+
 class ToolConfiguration(StrictInput):
     endpoint: Annotated[str, Field(max_length=2048)] | None = None
     method: HttpMethod | None = None
@@ -91,6 +185,15 @@ class ToolConfiguration(StrictInput):
     validation: ToolValidation = Field(default_factory=ToolValidation)
     caching: ToolCaching = Field(default_factory=ToolCaching)
     monitoring: ToolMonitoring = Field(default_factory=ToolMonitoring)
+    # Type-specific settings (troupe.engine.tools); a section of another type is refused.
+    webhook: WebhookSettings | None = None
+    database: DatabaseSettings | None = None
+    file: FileSettings | None = None
+    code: Annotated[str, Field(min_length=1, max_length=100_000)] | None = None
+    sandbox: SandboxLimits | None = None
+    scraper: ScraperSettings | None = None
+    translator: TranslatorSettings | None = None
+    plugin: PluginSettings | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -98,6 +201,19 @@ class ToolConfiguration(StrictInput):
         if value is not None and not is_valid_url(value):
             raise ValueError("endpoint must be an http(s) URL")
         return value
+
+
+def check_type_configuration(type_: str, configuration: ToolConfiguration) -> list[tuple[str, str]]:
+    """(field, problem) for every type-specific section that ``type_`` does not accept or needs."""
+    problems: list[tuple[str, str]] = []
+    allowed = TYPE_SECTIONS.get(type_, ())
+    for name in ALL_SECTIONS:
+        if getattr(configuration, name) is not None and name not in allowed:
+            problems.append((f"configuration.{name}", f"a {type_} tool does not use configuration.{name}"))
+    for name in REQUIRED_SECTIONS.get(type_, ()):
+        if getattr(configuration, name) is None:
+            problems.append((f"configuration.{name}", f"a {type_} tool needs configuration.{name}"))
+    return problems
 
 
 class ToolExample(StrictInput):

@@ -125,8 +125,36 @@ def _schema_doc(body: s.ToolSchema) -> dict[str, Any]:
     return doc
 
 
+# Type-specific values stored sealed: (section, key); plugin settings by their name (looks_secret).
+SEALED_FIELDS = (("database", "connectionString"), ("webhook", "secret"), ("translator", "apiKey"))
+
+
+def check_type(type_: str, body: s.ToolConfiguration) -> None:
+    problems = s.check_type_configuration(type_, body)
+    if problems:
+        field, message = problems[0]
+        raise invalid(message, field=field, details={"problems": [{"field": f, "message": m} for f, m in problems]})
+
+
+def _seal_sections(doc: dict[str, Any], old: dict[str, Any]) -> None:
+    for section, key in SEALED_FIELDS:
+        part = doc.get(section)
+        if isinstance(part, dict) and part.get(key) is not None:
+            part[key] = seal_map({key: part[key]}, old.get(section) if isinstance(old.get(section), dict) else None,
+                                 field=f"configuration.{section}")[key]
+    plugin = doc.get("plugin")
+    if isinstance(plugin, dict):
+        old_plugin = old.get("plugin") if isinstance(old.get("plugin"), dict) else {}
+        plugin["settings"] = seal_map(plugin.get("settings") or {}, old_plugin.get("settings"),
+                                      field="configuration.plugin.settings", is_secret=looks_secret)
+
+
 def _configuration_doc(body: s.ToolConfiguration, old: dict[str, Any] | None) -> dict[str, Any]:
-    doc = body.model_dump(mode="json", by_alias=True)
+    doc = body.model_dump(mode="json", by_alias=True, exclude_none=False)
+    # Unused type-specific sections are not stored (a null section is "not configured").
+    for name in s.ALL_SECTIONS:
+        if doc.get(name) is None:
+            doc.pop(name, None)
     check_json_schema(doc["validation"].get("inputSchema"), "configuration.validation.inputSchema")
     check_json_schema(doc["validation"].get("outputSchema"), "configuration.validation.outputSchema")
     old = old or {}
@@ -135,6 +163,7 @@ def _configuration_doc(body: s.ToolConfiguration, old: dict[str, Any] | None) ->
     doc["authentication"]["credentials"] = seal_map(
         doc["authentication"].get("credentials"), (old.get("authentication") or {}).get("credentials"),
         field="configuration.authentication.credentials")
+    _seal_sections(doc, old)
     return doc
 
 
@@ -145,6 +174,13 @@ def masked_configuration(config: dict[str, Any] | None) -> dict[str, Any]:
     auth = doc.get("authentication")
     if isinstance(auth, dict) and auth.get("credentials"):
         auth["credentials"] = mask_map(auth["credentials"])
+    for section, key in SEALED_FIELDS:
+        part = doc.get(section)
+        if isinstance(part, dict) and key in part:
+            part[key] = mask_map({key: part[key]})[key]
+    plugin = doc.get("plugin")
+    if isinstance(plugin, dict) and plugin.get("settings"):
+        plugin["settings"] = mask_map(plugin["settings"])
     return doc
 
 
@@ -162,6 +198,7 @@ def bump_version(version: str | None) -> str:
 async def create_tool(*, session: AsyncSession, user: Principal, body: s.ToolCreate) -> models.Tool:
     if body.is_public:  # a public tool is published to the marketplace
         await ensure_feature("marketplace_enabled")
+    check_type(body.type, body.configuration)
     tool = models.Tool(
         name=body.name, description=body.description, type=body.type, category=body.category,
         version="1.0.0", status="active",
@@ -185,6 +222,10 @@ async def update_tool(*, session: AsyncSession, user: Principal, tool_id: uuid.U
     if "is_public" in fields and body.is_public and not tool.is_public:
         await ensure_feature("marketplace_enabled")
     changed_behaviour = False
+    new_type = body.type if "type" in fields and body.type is not None else tool.type
+    if ("configuration" in fields and body.configuration is not None) or new_type != tool.type:
+        check_type(new_type, body.configuration if "configuration" in fields and body.configuration is not None
+                   else s.ToolConfiguration.model_validate(masked_configuration(tool.configuration)))
     if "configuration" in fields and body.configuration is not None:
         config = _configuration_doc(body.configuration, tool.configuration)
         changed_behaviour |= config != tool.configuration
