@@ -5,7 +5,8 @@
   refreshed every ``REFRESH_SECONDS`` and on every mode change.
 - At most ``settings.maxConcurrency`` (default 5) runs are driven at once, and
   every run of the company is driven here, so the limit holds cluster-wide.
-- ``settings.apiRateLimit`` bounds run starts per minute (waiting, not failing).
+- ``settings.apiRateLimit`` bounds run starts per hour (a sliding hour, shared cluster-wide
+  in Redis; waiting, not failing).
 - Admission runs from memory: the queue is a heap ordered by priority (urgent >
   high > medium > low) with aging (every ``AGING_SECONDS`` of waiting raises a
   task one level; FIFO within a level). Postgres is the durable log: a queued
@@ -48,6 +49,7 @@ from troupe.timeutil import utcnow
 
 log = logging.getLogger("troupe.engine")
 AGING_SECONDS = 30
+API_RATE_WINDOW_SECONDS = 3600  # settings.apiRateLimit is per hour
 DEFAULT_MAX_CONCURRENCY = 5
 HELD_STATUSES = frozenset({"paused", "maintenance", "error"})
 PRIORITY_RANK = {"urgent": 0, "high": 1, "medium": 2, "low": 3}
@@ -263,7 +265,8 @@ class CompanyActor:
                     later.append(entry)
                     continue
                 if rate > 0:
-                    decision = await ratelimit.hit(f"company:{self.company_id}:starts", limit=rate, window_seconds=60)
+                    decision = await ratelimit.hit(f"company:{self.company_id}:starts", limit=rate,
+                                                    window_seconds=API_RATE_WINDOW_SECONDS)
                     if not decision.allowed:
                         later.append(entry)
                         break

@@ -68,7 +68,8 @@ def _naive_utc(value: datetime) -> datetime:
 
 def next_slot(cron: str, timezone: str, after: datetime) -> datetime:
     """The first slot strictly after ``after`` (naive UTC in, naive UTC out). Five-field
-    cron is minute-level; a sixth field gives seconds (``*/5 * * * * *``)."""
+    cron is minute-level; a sixth field, last (croniter's order), gives seconds
+    (``* * * * * */5``: every 5 seconds)."""
     return _naive_utc(_croniter(cron, after, timezone).get_next(datetime))
 
 
@@ -208,7 +209,7 @@ async def _fire_one(workflow_id: uuid.UUID, now: datetime) -> models.Task | None
             _log(session, workflow, "warn", f"schedule: slot {iso(slot)} not run: {reason}", slot=iso(slot))
             return None
         task = new_run(workflow, source="schedule", name=f"{workflow.name[:200]} @ {iso(slot)}",
-                       input_=schedule.get("variables") or {}, triggered_by="schedule",
+                       input_={}, triggered_by="schedule",
                        variables=schedule.get("variables"), scheduled_at=slot, now=now)
         try:
             async with session.begin_nested():

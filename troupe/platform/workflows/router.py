@@ -7,12 +7,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Request
 
 from troupe.platform.deps import Authorized, DbSession
 from troupe.platform.schemas import Envelope, Message, PageParams, Pagination, ok
+from troupe.platform.tasks import schemas as task_schemas
+from troupe.platform.tasks import service as tasks_service
 from troupe.platform.workflows import schemas as s
 from troupe.platform.workflows import service
+from troupe.platform.workflows import triggers as workflow_triggers
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"])
 
@@ -99,3 +102,19 @@ async def schedule_workflow(workflow_id: uuid.UUID, body: s.ScheduleRequest, ses
     schedule = await service.set_schedule(session=session, user=user, workflow_id=workflow_id, body=body)
     await session.commit()  # durable before the client hears about it
     return ok(schedule)
+
+
+@router.post("/{workflow_id}/triggers/{trigger_id}/webhook", response_model=Envelope[task_schemas.TaskOut],
+             status_code=202, responses={401: {"description": "AUTH_001: missing, stale or wrong signature"}})
+async def webhook_trigger(
+    workflow_id: uuid.UUID, trigger_id: str, request: Request, session: DbSession,
+    timestamp: Annotated[str | None, Header(alias=workflow_triggers.TIMESTAMP_HEADER, max_length=20)] = None,
+    signature: Annotated[str | None, Header(alias=workflow_triggers.SIGNATURE_HEADER, max_length=200)] = None,
+):
+    """No bearer token: the HMAC signature of the body with the trigger's secret authenticates the call."""
+    task = await workflow_triggers.receive_webhook(session=session, workflow_id=workflow_id, trigger_id=trigger_id,
+                                                   body=await request.body(), timestamp=timestamp,
+                                                   signature=signature)
+    await session.commit()  # durable before the company is woken and the caller hears about it
+    await tasks_service.wake(task)
+    return ok(tasks_service.to_out(task))
