@@ -44,6 +44,7 @@ from typing import Any
 
 import ray
 
+from troupe.actors import agent_loop
 from troupe.actors.handles import AGENT_POOL, NAMESPACE
 from troupe.engine.contract import NodeResult
 from troupe.providers.base import ChatMessage, CompletionRequest, ProviderError
@@ -65,12 +66,13 @@ class NotBound(Exception):
     agent since): the caller resolves the agent's binding again."""
 
 
-def provider_for(name: str) -> Any:
+def provider_for(name: str, config: dict[str, Any] | None = None) -> Any:
+    """The agent's provider, with its own apiKey (sealed), baseUrl or endpoint when set."""
     if name == "simulated":
         return SimulatedProvider()
     from troupe.providers.registry import get_provider  # the real SDK clients: imported only when used
 
-    return get_provider(name)
+    return get_provider(name, config=config)
 
 
 class _Perf:
@@ -111,6 +113,7 @@ class AgentActor:
         # (calling company, conversation) -> the last exchanges, least recently used first.
         self.memory: OrderedDict[tuple[str, str], deque[tuple[str, str]]] = OrderedDict()
         self.windows: dict[str, deque[float]] = {}
+        self.knowledge_checked = 0.0
         self.perf = _Perf()
         # (activity, details, rooms, calling company): published by the pool.
         self.events: list[tuple[str, dict[str, Any], list[str], str | None]] = []
@@ -200,8 +203,8 @@ class AgentActor:
         self._reset()
         try:
             pool = self._pool()
-            # A process that imported a real provider's SDK is heavier: it exits rather than waits.
-            lean = "troupe.providers.registry" not in sys.modules
+            # A process that imported a real provider's SDK (or psycopg) is heavier: it exits rather than waits.
+            lean = not any(m in sys.modules for m in ("troupe.providers.registry", "troupe.actors.agent_db"))
             keep = bool(await pool.release.remote(agent_id, self.slot, windows, lean))
         except Exception:  # the pool is gone: its successor finds the binding stale and re-binds
             self.pool, keep = None, False
@@ -302,8 +305,65 @@ class AgentActor:
             messages[:0] = [ChatMessage("user", user_text), ChatMessage("assistant", reply)]
         return messages
 
+    async def _knowledge(self, agent_id: str, config: dict[str, Any], prompt: str) -> list[dict[str, str]]:
+        """The best chunks of the agent's indexed sources for this prompt (knowledgeBase on)."""
+        if not (config.get("knowledgeBase") or {}).get("enabled"):
+            return []
+        from troupe.actors import agent_db  # psycopg: only agents with knowledge or tools load it
+
+        try:
+            chunks = await agent_db.best_chunks(agent_id, prompt, limit=agent_loop.KNOWLEDGE_CHUNKS)
+            # URL sources older than updateFrequency are fetched again in the background
+            # (checked at most once a minute; this call uses what is indexed now).
+            age = agent_loop.REFRESH_AFTER_S.get(str(config["knowledgeBase"].get("updateFrequency") or "daily"))
+            if age and time.monotonic() - self.knowledge_checked >= 60:
+                self.knowledge_checked = time.monotonic()
+                if await agent_db.urls_older_than(agent_id, age):
+                    agent_db.refresh_knowledge.remote(agent_id)
+            return chunks
+        except Exception as exc:
+            raise ProviderError("SYS_002", f"knowledge search failed: {exc}") from exc
+
+    async def _tools(self, config: dict[str, Any], company_id: str | None, user_id: str | None,
+                     only: list[str] | None = None) -> list[agent_loop.AgentTool]:
+        """The agent's tools the caller may use (see agent_db.usable_tools), as functions;
+        ``only``: a subset the caller asked for (ids that are not the agent's are ignored)."""
+        ids = [str(t) for t in config.get("tools") or [] if only is None or str(t) in {str(o) for o in only}]
+        if not ids:
+            return []
+        from troupe.actors import agent_db
+        from troupe.engine.contract import ToolSpec
+
+        try:
+            rows = await agent_db.usable_tools(ids, company_id=company_id, user_id=user_id)
+        except Exception as exc:
+            raise ProviderError("SYS_002", f"loading the agent's tools failed: {exc}") from exc
+        taken: set[str] = set()
+        return [agent_loop.AgentTool(
+            name=agent_loop.function_name(name, tid, taken), description=(description or name)[:1024],
+            parameters=agent_loop.parameters_of(kind, schema),
+            spec=ToolSpec(id=tid, type=kind, configuration=configuration, schema=schema))
+            for tid, name, description, kind, configuration, schema in rows]
+
+    def _tool_runner(self, company_id: str | None, user_id: str | None, task_id: str | None,
+                     deadline: float) -> agent_loop.ToolRunner:
+        async def run(tool: agent_loop.AgentTool, arguments: dict[str, Any], key: str) -> tuple[bool, Any]:
+            # The tool runtimes (engine code) load only when a model first calls a tool.
+            from troupe.engine.tools import ToolContext, arun_tool
+
+            context = ToolContext(company_id=company_id, user_id=user_id, agent_id=self.agent_id,
+                                  task_id=task_id, idempotency_key=key)
+            try:
+                result = await asyncio.wait_for(arun_tool(tool.spec, arguments, context=context),
+                                                timeout=max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                return False, "the tool did not answer before the call's deadline"
+            return (True, result.output) if result.ok else (False, f"{result.code}: {result.message}")
+
+        return run
+
     async def complete(self, agent_id: str, request: dict[str, Any]) -> NodeResult:
-        """One model call for a node or a test."""
+        """One call through the agent loop (troupe.actors.agent_loop) for a node or a test."""
         self._check(agent_id)
         self.last_used, self.last_used_at = time.monotonic(), time.time()
         started = time.monotonic()
@@ -326,30 +386,37 @@ class AgentActor:
             if rate.get("requestsPerMinute"):
                 await self._wait_rate("requests", int(rate["requestsPerMinute"]), deadline)
             window = int(config.get("contextWindow") or 8192)
-            messages: list[ChatMessage] = []
-            system = request.get("system") or config.get("systemPrompt")
-            if system:
-                messages.append(ChatMessage("system", str(system)))
-            for example in config.get("fewShotExamples") or []:
-                messages += [ChatMessage("user", str(example.get("input", ""))),
-                             ChatMessage("assistant", str(example.get("output", "")))]
-            messages += self._history(self._conversation(key), window // 2)
-            messages.append(ChatMessage("user", str(request.get("prompt", ""))))
+            prompt = str(request.get("prompt", ""))
+            messages = agent_loop.build_messages(
+                config=config, system=request.get("system") or config.get("systemPrompt"), prompt=prompt,
+                history=self._history(self._conversation(key), window // 2),
+                knowledge=await self._knowledge(agent_id, config, prompt))
             prompt_tokens = sum(count_tokens(m.content) for m in messages)
             if rate.get("tokensPerMinute"):
                 # Tokens are counted in blocks of 100 so one call is a bounded number of window entries.
                 await self._wait_rate("tokens", max(1, int(rate["tokensPerMinute"]) // 100), deadline,
                                       weight=max(1, prompt_tokens // 100))
+            fmt = config.get("responseFormat") if config.get("responseFormat") in ("json", "structured") else "text"
+            extra = dict(request.get("extra") or {})
+            if fmt == "structured" and isinstance(config.get("responseSchema"), dict):
+                extra["jsonSchema"] = config["responseSchema"]
             completion = CompletionRequest(
                 model=agent["model"], messages=messages,
                 temperature=float(request.get("temperature") or config.get("temperature") or 0.7),
                 max_tokens=int(request.get("maxTokens") or config.get("maxTokens") or 1024),
-                timeout_s=max(0.1, deadline - time.monotonic()),
-                response_format=config.get("responseFormat", "text") if config.get("responseFormat") in
-                ("text", "json", "structured") else "text",
-                extra=request.get("extra") or {})
-            provider = provider_for(agent["provider"])
-            result = await asyncio.wait_for(provider.complete(completion), timeout=completion.timeout_s)
+                top_p=float(config.get("topP", 1.0)), frequency_penalty=float(config.get("frequencyPenalty") or 0),
+                presence_penalty=float(config.get("presencePenalty") or 0),
+                stop=[str(s) for s in config.get("stopSequences") or []],
+                timeout_s=max(0.1, deadline - time.monotonic()), response_format=fmt, extra=extra)
+            provider = provider_for(agent["provider"], config)
+            tools = await self._tools(config, caller, request.get("userId"), request.get("toolIds"))
+            call = agent_loop.ModelCall(provider, deadline)
+            result = await asyncio.wait_for(agent_loop.run(
+                call=call, request=completion, config=config, tools=tools,
+                run_tool=self._tool_runner(caller, request.get("userId"), task_id, deadline),
+                idempotency_prefix=f"{task_id or 'test'}:{request.get('nodeId') or '-'}:{request.get('attempt', 0)}"),
+                timeout=max(0.1, deadline - time.monotonic()))
+            result.retries = call.retries_taken
         except TimeoutError:
             self._record(False, time.monotonic() - started, 0, 0.0)
             self._activity("error", {"taskId": task_id, "error": "timeout"}, rooms, caller)
@@ -368,10 +435,16 @@ class AgentActor:
             while len(memory) > int(config.get("memorySize") or DEFAULT_MEMORY):
                 memory.popleft()
         elapsed = time.monotonic() - started
-        self._record(True, elapsed, result.total_tokens, result.cost_usd)
+        self._record(True, elapsed, result.total_tokens, result.cost)
         self._activity("completed", {"taskId": task_id, "output": result.text[:500],
                                      "duration": int(elapsed * 1000)}, rooms, caller)
         output = {"text": result.text, "model": result.model, "provider": result.provider,
-                  "tokens": result.total_tokens, "cost": result.cost_usd, "simulated": result.simulated}
-        return NodeResult.success(output, tokensUsed=result.total_tokens, model=result.model, cost=result.cost_usd,
+                  "tokens": result.total_tokens, "cost": result.cost, "simulated": result.simulated}
+        if result.parsed is not None:
+            output["json"] = result.parsed
+        if result.tool_calls:
+            output["toolCalls"] = result.tool_calls
+        return NodeResult.success(output, tokensUsed=result.total_tokens, model=result.model, cost=result.cost,
+                                  promptTokens=result.prompt_tokens, completionTokens=result.completion_tokens,
+                                  calls=result.calls, retries=result.retries, redactions=result.redactions or None,
                                   cacheHit=False, responseTime=int(elapsed * 1000), simulated=result.simulated)

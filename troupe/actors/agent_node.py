@@ -37,7 +37,7 @@ def _agent(spec: NodeSpec) -> NodeResult:
                "maxTokens": config.get("maxTokens"), "taskId": spec.task_id, "companyId": spec.company_id,
                # Memory is the calling company's: this run's, or the named conversation's (troupe.actors.agent).
                "conversationId": str(config["conversationId"]) if config.get("conversationId") else None,
-               "timeout": timeout,
+               "timeout": timeout, "nodeId": spec.node_id, "attempt": spec.attempt,
                "extra": {"attempt": spec.attempt,
                          **{k: config[k] for k in ("simulatedLatencyMs", "simulateFailAttempts", "simulateError")
                             if k in config}}}
@@ -53,6 +53,7 @@ def _agent(spec: NodeSpec) -> NodeResult:
 async def _inline_agent(spec: NodeSpec, config: dict[str, Any], request: dict[str, Any]) -> NodeResult:
     """An agent node configured inline: no agent row and no AgentActor (no memory, no
     performance counters); the provider is called from this node task."""
+    from troupe.actors.agent_loop import ModelCall
     from troupe.infra import ratelimit
     from troupe.infra.redis import close_redis
     from troupe.providers.base import ChatMessage, CompletionRequest, ProviderError
@@ -84,7 +85,8 @@ async def _inline_agent(spec: NodeSpec, config: dict[str, Any], request: dict[st
             max_tokens=int(request.get("maxTokens") or 1024), timeout_s=max(0.1, deadline - time.monotonic()),
             response_format=config["responseFormat"] if config.get("responseFormat") in ("text", "json") else "text",
             extra=request.get("extra") or {})
-        result = await asyncio.wait_for(provider.complete(completion), timeout=completion.timeout_s)
+        # 429s and 5xx under the one retry policy, as for saved agents (troupe.actors.agent_loop).
+        result = await ModelCall(provider, deadline)(completion)
     except TimeoutError:
         return failure("SYS_006", "agent call timed out")
     except ProviderError as exc:

@@ -39,10 +39,27 @@ class Integrations(StrictInput):
     whatsapp: bool = False
 
 
+class RateLimit(StrictInput):
+    """Per-agent limits held cluster-wide (one minute sliding windows)."""
+
+    requests_per_minute: int | None = Field(None, ge=1, le=1_000_000)
+    tokens_per_minute: int | None = Field(None, ge=100, le=100_000_000)
+
+
+HttpUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048,
+                                           pattern=r"^https?://[^\s]+$")]
+
+
 class AgentConfiguration(StrictInput):
     """The spec's AgentConfiguration with its defaults. Stored camelCase in
     ``agents.configuration``. Cross-field rules (maxTokens vs contextWindow vs the
-    model's window) are checked by the service, which knows provider and model."""
+    model's window, which provider takes baseUrl or endpoint) are checked by the
+    service, which knows provider and model.
+
+    ``apiKey`` is stored sealed and answered as ``********`` (send ``********`` back
+    to keep it); ``baseUrl`` points openai/anthropic/google/local at another server,
+    ``endpoint`` is the ``custom`` provider's URL. ``responseSchema`` (a JSON Schema)
+    is what a ``structured`` answer must satisfy."""
 
     system_prompt: str = Field("", max_length=20_000)
     temperature: float = Field(0.7, ge=0, le=2)
@@ -61,6 +78,12 @@ class AgentConfiguration(StrictInput):
         default_factory=list, max_length=50)
     knowledge_base: KnowledgeBase = Field(default_factory=KnowledgeBase)
     integrations: Integrations = Field(default_factory=Integrations)
+    max_concurrency: int | None = Field(None, ge=1, le=1000)
+    rate_limit: RateLimit | None = None
+    api_key: str | None = Field(None, min_length=1, max_length=4096)
+    base_url: HttpUrl | None = None
+    endpoint: HttpUrl | None = None
+    response_schema: dict[str, Any] | None = None
 
 
 class AgentCreate(StrictInput):

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from troupe.db import models
 from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
+from troupe.knowledge import index as knowledge
 from troupe.platform import access
 from troupe.platform.agents.schemas import (
     AgentConfiguration,
@@ -39,7 +40,9 @@ from troupe.platform.companies.schemas import effective_settings
 from troupe.platform.deps import Principal
 from troupe.platform.schemas import Pagination, deep_merge
 from troupe.platform.system.gates import ensure_feature
+from troupe.platform.tools.secrets import MASK
 from troupe.providers.catalog import DEFAULT_CONTEXT_WINDOW, context_window
+from troupe.security import SecretBox
 from troupe.timeutil import iso, utcnow
 
 # Changing any of these changes what the agent does, so the version moves.
@@ -120,8 +123,13 @@ async def ensure_agent_capacity(session: AsyncSession, company: models.Company, 
                        details={"maxAgents": limit, "current": current, "adding": adding})
 
 
+# Providers that take a per-agent base URL (another server speaking the same API).
+BASE_URL_PROVIDERS = ("openai", "anthropic", "google", "local")
+
+
 def check_configuration(provider: str, model: str, config: dict[str, Any], *, field: str = "configuration") -> None:
-    """Rules that span fields: maxTokens <= contextWindow <= the model's known window."""
+    """Rules that span fields: maxTokens <= contextWindow <= the model's known window;
+    which provider takes baseUrl, endpoint and apiKey; responseSchema only for structured."""
     known = context_window(provider, model)
     window = int(config["contextWindow"])
     if known is not None and window > known:
@@ -129,6 +137,42 @@ def check_configuration(provider: str, model: str, config: dict[str, Any], *, fi
                       field=f"{field}.contextWindow")
     if int(config["maxTokens"]) > window:
         raise invalid(f"maxTokens must not exceed contextWindow ({window})", field=f"{field}.maxTokens")
+    if config.get("baseUrl") and provider not in BASE_URL_PROVIDERS:
+        raise invalid(f"baseUrl is for providers {', '.join(BASE_URL_PROVIDERS)}; provider 'custom' takes "
+                      "endpoint", field=f"{field}.baseUrl")
+    if config.get("endpoint") and provider != "custom":
+        raise invalid("endpoint is the custom provider's URL; other providers take baseUrl",
+                      field=f"{field}.endpoint")
+    if provider == "custom" and not config.get("endpoint"):
+        raise invalid("provider 'custom' needs configuration.endpoint", field=f"{field}.endpoint")
+    if config.get("apiKey") and provider == "simulated":
+        raise invalid("the simulated provider takes no apiKey", field=f"{field}.apiKey")
+    schema = config.get("responseSchema")
+    if schema is not None:
+        if config.get("responseFormat") != "structured":
+            raise invalid("responseSchema applies to responseFormat 'structured'", field=f"{field}.responseSchema")
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise invalid(f"responseSchema is not a valid JSON Schema: {exc.message}",
+                          field=f"{field}.responseSchema") from exc
+
+
+def seal_api_key(config: dict[str, Any], sent: str | None, stored: Any, *, field: str) -> None:
+    """``config["apiKey"]`` sealed: a new key is sealed, ``********`` keeps the stored
+    one. A sealed value from the caller is refused: only keys sealed here are opened."""
+    if sent is None:
+        return
+    if sent == MASK:
+        if not SecretBox.is_sealed(stored):
+            raise invalid("there is no stored apiKey to keep; send the key", field=f"{field}.apiKey")
+        config["apiKey"] = stored
+    elif SecretBox.is_sealed(sent):
+        raise invalid("send the API key itself, not a sealed value", field=f"{field}.apiKey")
+    else:
+        config["apiKey"] = SecretBox().seal(sent)
 
 
 def build_configuration(provider: str, model: str, config: AgentConfiguration,
@@ -137,6 +181,15 @@ def build_configuration(provider: str, model: str, config: AgentConfiguration,
     if "context_window" not in config.model_fields_set:
         data["contextWindow"] = context_window(provider, model) or DEFAULT_CONTEXT_WINDOW
     check_configuration(provider, model, data, field=field)
+    seal_api_key(data, config.api_key, None, field=field)
+    return data
+
+
+def masked_configuration(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The stored configuration as callers see it: the agent's own key masked."""
+    data = dict(config or {})
+    if data.get("apiKey"):
+        data["apiKey"] = MASK
     return data
 
 
@@ -161,7 +214,7 @@ def to_read(agent: models.Agent, review_count: int = 0) -> AgentRead:
     return AgentRead(
         id=agent.id, name=agent.name, description=agent.description, type=agent.type, model=agent.model,
         provider=agent.provider, status=agent.status, capabilities=list(agent.capabilities or []),
-        configuration=dict(agent.configuration or {}), performance=dict(agent.performance or {}),
+        configuration=masked_configuration(agent.configuration), performance=dict(agent.performance or {}),
         company_id=agent.company_id, created_by=agent.created_by, tags=list(agent.tags or []),
         version=agent.version, is_public=bool(agent.is_public), rating=float(agent.rating or 0),
         review_count=review_count, marketplace=agent.marketplace, created_at=agent.created_at,
@@ -244,6 +297,8 @@ async def create_agent(*, session: AsyncSession, user: Principal, data: AgentCre
         is_public=data.is_public)
     session.add(agent)
     await session.flush()
+    if data.configuration.knowledge_base.enabled:
+        await knowledge.index_agent(session, user, agent)
     return to_read(agent)
 
 
@@ -256,15 +311,27 @@ async def update_agent(*, session: AsyncSession, user: Principal, agent_id: str,
     provider = data.provider or agent.provider
     model = data.model or agent.model
     configuration = dict(agent.configuration or {})
+    stored_key = configuration.get("apiKey")
     if data.configuration is not None:
-        configuration = deep_merge(configuration,
-                                   data.configuration.model_dump(mode="json", by_alias=True, exclude_unset=True))
+        sent = data.configuration.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        # The key is checked and sealed apart from the merge (it is stored sealed, sent plain).
+        sent_key = sent.pop("apiKey", None)
+        configuration = deep_merge(configuration, sent)
+        # Training's examples are the runtime's, not a settable field: kept aside from validation.
+        examples = configuration.pop("fewShotExamples", None)
         # Re-validate the merged whole: stored rows are trusted, the merge may not be.
         try:
             merged = AgentConfiguration.model_validate(configuration)
         except ValueError as exc:
             raise invalid(f"configuration: {exc}", field="configuration") from exc
         configuration = merged.model_dump(mode="json", by_alias=True)
+        if examples is not None:
+            configuration["fewShotExamples"] = examples
+        if "api_key" in data.configuration.model_fields_set and sent_key is None:
+            configuration["apiKey"] = None  # an explicit null removes the agent's own key
+        else:
+            configuration["apiKey"] = stored_key
+            seal_api_key(configuration, sent_key, stored_key, field="configuration")
         await ensure_tools_visible(session, user, merged.tools, "configuration.tools")
     if data.configuration is not None or data.provider or data.model:
         check_configuration(provider, model, configuration)
@@ -277,6 +344,9 @@ async def update_agent(*, session: AsyncSession, user: Principal, agent_id: str,
         agent.configuration, agent.model, agent.provider = configuration, model, provider
         agent.capabilities = new_behaviour["capabilities"]
         agent.version = bump_patch(agent.version)
+    if data.configuration is not None and "knowledge_base" in data.configuration.model_fields_set:
+        # Sources (or the switch) may have changed: read and index them again.
+        await knowledge.index_agent(session, user, agent)
     if "company_id" in patch and patch["company_id"] != agent.company_id:
         await _attach_target(session, user, patch["company_id"])
         agent.company_id = patch["company_id"]
@@ -304,6 +374,8 @@ async def delete_agent(*, session: AsyncSession, user: Principal, agent_id: str)
 async def clone_agent(*, session: AsyncSession, user: Principal, agent_id: str, data: CloneRequest) -> AgentRead:
     source = await load_agent(session, user, agent_id)
     configuration = dict(source.configuration or {})
+    # The source's own API key is its owner's: a clone brings its own.
+    configuration.pop("apiKey", None)
     # The clone belongs to the caller: keep only tools the caller may use.
     tool_ids = [uuid.UUID(t) for t in configuration.get("tools", [])]
     if tool_ids:
