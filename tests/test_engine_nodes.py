@@ -29,7 +29,7 @@ async def test_agent_tool_output_chain_with_templates_and_accounting(client, use
         node("calc", "tool", toolId=tool, input={"expression": "{{input.a}} * {{vars.factor}} + 1"}),
         node("ask", "agent", agentId=agent, prompt="Result is {{nodes.calc.output.result}}"),
         node("out", "output", value={"calc": "{{nodes.calc.output.result}}", "text": "{{nodes.ask.output.text}}"}),
-    ], chain("in", "calc", "ask", "out"), strategy="sequential")
+    ], chain("in", "calc", "ask", "out"), strategy="sequential", overridableVariables=["factor"])
     task_id = await run_workflow(client, user, company, wf, {"a": 6}, variables={"factor": 7})
     task = await wait_status(client, user, task_id)
     assert task["status"] == "completed", task

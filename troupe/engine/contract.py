@@ -42,6 +42,31 @@ WAITING_TYPES: frozenset[str] = frozenset({"agent", "tool", "webhook", "email", 
 WAITING_NODE_CPUS = 0.05
 
 
+# configuration.overridableVariables: the names of configuration.variables a run may set
+# (execute's ``variables``). Any other name is refused, so whoever may only execute a
+# workflow cannot redirect what its owner configured (a webhook's URL, a recipient).
+OVERRIDABLE_VARIABLES = "overridableVariables"
+
+
+def refused_variables(variables: dict[str, Any] | None, *, configuration: dict[str, Any] | None,
+                      schedule: dict[str, Any] | None = None,
+                      triggers: list[Any] | None = None) -> list[str]:
+    """Names in a run's ``variables`` the workflow does not let a run override: neither
+    declared in ``configuration.overridableVariables`` nor given the very value the
+    workflow itself holds for them (its ``configuration.variables``, its schedule's or a
+    trigger's ``variables``: all written by someone who may change the workflow)."""
+    config = configuration or {}
+    declared = config.get(OVERRIDABLE_VARIABLES)
+    allowed = {str(name) for name in declared} if isinstance(declared, list) else set()
+    own = [config.get("variables"), (schedule or {}).get("variables"),
+           *(((t.get("configuration") or {}).get("variables") if isinstance(t, dict) else None)
+             for t in triggers or [])]
+    sources = [source for source in own if isinstance(source, dict)]
+    return sorted(name for name, value in (variables or {}).items()
+                  if name not in allowed and not any(name in source and source[name] == value
+                                                     for source in sources))
+
+
 @dataclass(slots=True)
 class ToolSpec:
     """A tool as a node task needs it: sealed values stay sealed until the outbound call."""

@@ -34,12 +34,14 @@ from troupe.db.session import session_scope
 from troupe.engine import graph as g
 from troupe.engine import records, templates, triggers
 from troupe.engine.contract import (
+    OVERRIDABLE_VARIABLES,
     SIDE_EFFECT_TYPES,
     WAITING_NODE_CPUS,
     WAITING_TYPES,
     NodeResult,
     NodeSpec,
     ToolSpec,
+    refused_variables,
 )
 from troupe.engine.nodes import PARK_AFTER_SECONDS, delay_seconds, execute_node, mask_sealed
 from troupe.engine.records import Fenced, Ledger, durable
@@ -109,6 +111,8 @@ class RunDriver:
         self.parked_rows: dict[tuple[str, int], tuple[uuid.UUID, Any]] = {}
         self.loop_ctx: dict[str, Any] = {}
         self.tools: dict[str, ToolSpec] = {}
+        self.schedule: dict[str, Any] = {}
+        self.triggers: list[Any] = []
         self.tokens = 0
         self.cost = 0.0
         self._pending_event: tuple[Any, ...] | None = None
@@ -132,6 +136,7 @@ class RunDriver:
                     raise RunFailed("RES_001", "workflow not found")
                 self.nodes, self.edges = list(workflow.nodes or []), list(workflow.edges or [])
                 self.config = dict(workflow.configuration or {})
+                self.schedule, self.triggers = dict(workflow.schedule or {}), list(workflow.triggers or [])
             elif task.agent_id:
                 self.nodes, self.edges, self.config = single_agent_graph(task)
             else:
@@ -182,6 +187,12 @@ class RunDriver:
         self.error_handling = self.config.get("errorHandling", "stop")
         self.policy = await _retry_policy(self.config, self.task.company_id)
         state = dict(self.task.run_state or {})
+        # Checked at execute too; again here, against the workflow as it is now (defence in depth).
+        refused = refused_variables(state.get("variables"), configuration=self.config, schedule=self.schedule,
+                                    triggers=self.triggers)
+        if refused:
+            raise RunFailed("VAL_001", f"variable(s) {', '.join(refused)} may not be overridden by a run: the "
+                                       f"workflow does not list them in configuration.{OVERRIDABLE_VARIABLES}")
         self.variables = {**(self.config.get("variables") or {}), **(state.get("variables") or {})}
         try:
             timeout = float(self.config.get("timeout") or DEFAULT_WORKFLOW_TIMEOUT)
@@ -595,10 +606,8 @@ class RunDriver:
         meta = dict(self.task.meta or {})
         created = self.task.queued_at or self.task.created_at or now
         started = self.task.started_at or now
-        usage = meta.get("resourceUsage") or {}
-        meta.update({"cost": round(self.cost, 6),
-                     "resourceUsage": {**usage, "tokens": self.tokens, "cpu": usage.get("cpu", 0),
-                                       "memory": usage.get("memory", 0)},
+        # Only tokens: runs share actor processes, so per-run cpu/memory would be made up (README).
+        meta.update({"cost": round(self.cost, 6), "resourceUsage": {"tokens": self.tokens},
                      "performance": {"queueTime": int(max(0, (started - created).total_seconds()) * 1000),
                                      "executionTime": int((now - started).total_seconds() * 1000),
                                      "totalTime": int((now - created).total_seconds() * 1000)}})

@@ -27,6 +27,7 @@ Description = Annotated[str, Field(max_length=5000)]
 Category = Annotated[str, Field(min_length=1, max_length=50)]
 SecretName = Annotated[str, Field(min_length=1, max_length=100)]
 SecretValue = Annotated[str, Field(max_length=4096)]
+VariableName = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class RetryPolicy(StrictInput):
@@ -60,6 +61,9 @@ class WorkflowConfiguration(StrictInput):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     variables: dict[str, Any] = Field(default_factory=dict)
+    # Troupe's extension: the variables a run may set (execute's ``variables``); any other
+    # name sent at execute is refused with VAL_001 (troupe.engine.contract.refused_variables).
+    overridable_variables: Annotated[list[VariableName], Field(max_length=100)] = Field(default_factory=list)
     # Stored sealed (AES-256-GCM), answered as "********"; send "********" back to keep a value.
     secrets: Annotated[dict[SecretName, SecretValue], Field(max_length=50)] = Field(default_factory=dict)
 
