@@ -4,8 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
+from troupe.errors import forbidden
 from troupe.platform.deps import Authorized, DbSession
 from troupe.platform.schemas import Envelope, Message, PageParams, Pagination, ok
 from troupe.platform.tasks import schemas, service
@@ -22,10 +23,16 @@ async def queue(session: DbSession, user: Authorized("tasks:read"),
     return ok(await service.queue(session=session, user=user, company_id=company_id))
 
 
-@router.post("/batch", response_model=Envelope[schemas.BatchResult], status_code=201)
-async def batch(body: schemas.TaskBatch, session: DbSession, user: Authorized("tasks:create")):
+@router.post("/batch", response_model=Envelope[schemas.BatchResult], status_code=201,
+             responses={202: {"description": "Created and started (execute: true)"}})
+async def batch(body: schemas.TaskBatch, session: DbSession, user: Authorized("tasks:create"), response: Response):
+    if body.execute and not user.can("tasks:execute"):
+        raise forbidden("Missing permission: tasks:execute")
     tasks = await service.batch(session=session, user=user, body=body)
     await session.commit()  # visible to the next request before the response is sent
+    if body.execute:
+        response.status_code = 202
+    # tasks[i] is input item i.
     return ok(schemas.BatchResult(created=len(tasks), tasks=[service.to_out(t) for t in tasks]))
 
 

@@ -59,10 +59,14 @@ class BatchItem(StrictInput):
     agent_id: uuid.UUID | None = None
     input: Any = None
     priority: Priority = "medium"
+    scheduled_at: datetime | None = Field(None, description="required for type scheduled: when the task runs")
 
 
 class TaskBatch(StrictInput):
     tasks: list[BatchItem] = Field(min_length=1, max_length=1000)
+    # Also start every task, in the same all-or-nothing request (as /execute does for one).
+    execute: bool = False
+    variables: dict[str, Any] | None = Field(None, description="Run variables of every task (with execute)")
 
 
 class TaskOut(CamelModel):

@@ -63,14 +63,20 @@ async def load_task(session: AsyncSession, user: Principal, task_id: uuid.UUID |
 
 async def _check_refs(session: AsyncSession, company: models.Company, *, type_: str,
                       workflow_id: uuid.UUID | None, agent_id: uuid.UUID | None, prefix: str = "") -> None:
-    if workflow_id is not None:
-        workflow = await session.get(models.Workflow, workflow_id)
-        if workflow is None or workflow.company_id != company.id:
-            raise invalid("Workflow not found in this company", field=f"{prefix}workflowId")
-    if agent_id is not None:
-        agent = await session.get(models.Agent, agent_id)
-        if agent is None or (agent.company_id != company.id and not agent.is_public):
-            raise invalid("Agent not found in this company", field=f"{prefix}agentId")
+    workflow = await session.get(models.Workflow, workflow_id) if workflow_id is not None else None
+    agent = await session.get(models.Agent, agent_id) if agent_id is not None else None
+    check_refs_loaded(company, type_=type_, workflow_id=workflow_id, workflow=workflow, agent_id=agent_id,
+                      agent=agent, prefix=prefix)
+
+
+def check_refs_loaded(company: models.Company, *, type_: str, workflow_id: uuid.UUID | None,
+                      workflow: models.Workflow | None, agent_id: uuid.UUID | None, agent: models.Agent | None,
+                      prefix: str = "") -> None:
+    """The reference rules of a new task, on rows already loaded (a batch loads each once)."""
+    if workflow_id is not None and (workflow is None or workflow.company_id != company.id):
+        raise invalid("Workflow not found in this company", field=f"{prefix}workflowId")
+    if agent_id is not None and (agent is None or (agent.company_id != company.id and not agent.is_public)):
+        raise invalid("Agent not found in this company", field=f"{prefix}agentId")
     if type_ == "workflow" and workflow_id is None:
         raise invalid("A workflow task needs workflowId", field=f"{prefix}workflowId",
                       code=ErrorCode.REQUIRED_FIELD_MISSING)
@@ -90,6 +96,20 @@ def _naive(value: datetime | None) -> datetime | None:
     return value
 
 
+def new_task(user: Principal, *, company_id: uuid.UUID, name: str, type_: str, priority: str,
+             workflow_id: uuid.UUID | None, agent_id: uuid.UUID | None, input_: Any, source: str,
+             description: str | None = None, assigned_to: uuid.UUID | None = None, tags: list[str] | None = None,
+             scheduled_at: datetime | None = None) -> models.Task:
+    """A new pending task row (not added to a session)."""
+    return models.Task(name=name, description=description, type=type_, priority=priority, company_id=company_id,
+                       workflow_id=workflow_id, agent_id=agent_id, input=input_, assigned_to=assigned_to,
+                       tags=tags or [], created_by=user.id, status="pending", progress=0, scheduled_at=scheduled_at,
+                       run_state={},
+                       meta={"source": source, "triggeredBy": str(user.id), "childTasks": [], "cost": 0,
+                             "resourceUsage": {"tokens": 0},
+                             "performance": {"queueTime": 0, "executionTime": 0, "totalTime": 0}})
+
+
 async def create(*, session: AsyncSession, user: Principal, body: schemas.TaskCreate,
                  source: str = "api") -> models.Task:
     company = await load_company(session, user, body.company_id, "execute")
@@ -97,13 +117,9 @@ async def create(*, session: AsyncSession, user: Principal, body: schemas.TaskCr
     scheduled = _naive(body.scheduled_at)
     if body.type == "scheduled" and scheduled is None:
         raise invalid("A scheduled task needs scheduledAt", field="scheduledAt", code=ErrorCode.REQUIRED_FIELD_MISSING)
-    task = models.Task(name=body.name, description=body.description, type=body.type, priority=body.priority,
-                       company_id=company.id, workflow_id=body.workflow_id, agent_id=body.agent_id, input=body.input,
-                       assigned_to=body.assigned_to, tags=body.tags, created_by=user.id, status="pending",
-                       progress=0, scheduled_at=scheduled, run_state={},
-                       meta={"source": source, "triggeredBy": str(user.id), "childTasks": [], "cost": 0,
-                             "resourceUsage": {"cpu": 0, "memory": 0, "tokens": 0},
-                             "performance": {"queueTime": 0, "executionTime": 0, "totalTime": 0}})
+    task = new_task(user, company_id=company.id, name=body.name, description=body.description, type_=body.type,
+                    priority=body.priority, workflow_id=body.workflow_id, agent_id=body.agent_id, input_=body.input,
+                    assigned_to=body.assigned_to, tags=body.tags, scheduled_at=scheduled, source=source)
     if scheduled is not None:
         # A scheduled task joins the queue by itself when its time comes (the recovery sweep wakes the company).
         task.queued_at = scheduled
@@ -186,7 +202,10 @@ async def check_runnable(session: AsyncSession, task: models.Task) -> None:
         if task.agent_id is None:
             raise AppError(ErrorCode.WORKFLOW_INVALID, "The task has neither a workflow nor an agent")
         return
-    workflow = await session.get(models.Workflow, task.workflow_id)
+    check_workflow_runnable(await session.get(models.Workflow, task.workflow_id))
+
+
+def check_workflow_runnable(workflow: models.Workflow | None) -> None:
     if workflow is None:
         raise AppError(ErrorCode.WORKFLOW_INVALID, "The task's workflow no longer exists")
     found = workflow_problems(workflow)
@@ -203,16 +222,27 @@ def workflow_problems(workflow: models.Workflow) -> list[dict[str, Any]]:
                                               workflow.schedule))]
 
 
+def _queue_entry(task: models.Task) -> dict[str, Any]:
+    return {"id": str(task.id), "priority": task.priority, "queuedAt": task.queued_at.isoformat()
+            if task.queued_at else utcnow().isoformat(),
+            "scheduledAt": task.scheduled_at.isoformat() if task.scheduled_at else None}
+
+
 async def wake(task: models.Task) -> None:
     """Hand the queued task to its company's actor without waiting for it: the row is
     committed as queued, so if the hand-over is lost the actor's own scan (or the
     recovery sweep, which activates it) still finds it."""
-    if task.company_id is None:
-        return
-    entry = {"id": str(task.id), "priority": task.priority, "queuedAt": task.queued_at.isoformat()
-             if task.queued_at else utcnow().isoformat(),
-             "scheduledAt": task.scheduled_at.isoformat() if task.scheduled_at else None}
-    handles.tell(handles.company_name(str(task.company_id)), "submit", [entry])
+    await wake_many([task])
+
+
+async def wake_many(tasks: list[models.Task]) -> None:
+    """``wake`` for many tasks: one hand-over per company, carrying all of its tasks."""
+    by_company: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for task in tasks:
+        if task.company_id is not None:
+            by_company.setdefault(task.company_id, []).append(_queue_entry(task))
+    for company_id, entries in by_company.items():
+        handles.tell(handles.company_name(str(company_id)), "submit", entries)
 
 
 async def execute(*, session: AsyncSession, user: Principal, task_id: str, body: schemas.TaskExecute) -> models.Task:
@@ -224,6 +254,10 @@ async def execute(*, session: AsyncSession, user: Principal, task_id: str, body:
     assert company is not None
     await check_company_accepts(company)
     await check_runnable(session, task)
+    from troupe.platform.workflows.service import check_run_variables  # imports this module
+
+    check_run_variables(await session.get(models.Workflow, task.workflow_id) if task.workflow_id else None,
+                        body.variables)
     if body.priority:
         task.priority = body.priority
     task.run_state = {**(task.run_state or {}), "variables": body.variables or {}}
@@ -387,22 +421,87 @@ async def logs(*, session: AsyncSession, user: Principal, task_id: str, page: in
 
 
 async def batch(*, session: AsyncSession, user: Principal, body: schemas.TaskBatch) -> list[models.Task]:
-    """All or nothing: every item is checked, and any failure is reported with its index."""
-    errors: list[dict[str, Any]] = []
-    created: list[models.Task] = []
-    for index, item in enumerate(body.tasks):
+    """All or nothing: every item is checked before anything is written, and every failure is
+    reported with its index. Each company, workflow and agent is loaded once, the rows are
+    inserted in one flush, and with ``execute`` the tasks are queued in the same transaction
+    and handed to each company's actor in one call. The caller commits (execute commits here,
+    before the hand-over, as ``execute`` does)."""
+    items = body.tasks
+    companies: dict[uuid.UUID, models.Company | AppError] = {}
+    for cid in dict.fromkeys(item.company_id for item in items):
         try:
-            async with session.begin_nested():
-                created.append(await create(session=session, user=user, body=schemas.TaskCreate(
-                    name=item.name, type=item.type, company_id=item.company_id, workflow_id=item.workflow_id,
-                    agent_id=item.agent_id, input=item.input, priority=item.priority,
-                    scheduled_at=None if item.type != "scheduled" else None)))
+            company = await load_company(session, user, cid, "execute")
+            if body.execute:
+                await check_company_accepts(company)
+            companies[cid] = company
         except AppError as exc:
-            errors.append({"index": index, "code": exc.code.value, "message": exc.message, "field": exc.field})
+            companies[cid] = exc
+    workflow_ids = {item.workflow_id for item in items if item.workflow_id is not None}
+    agent_ids = {item.agent_id for item in items if item.agent_id is not None}
+    workflows = {w.id: w for w in (await session.execute(
+        select(models.Workflow).where(models.Workflow.id.in_(workflow_ids)))).scalars()} if workflow_ids else {}
+    agents = {a.id: a for a in (await session.execute(
+        select(models.Agent).where(models.Agent.id.in_(agent_ids)))).scalars()} if agent_ids else {}
+    runnable: dict[uuid.UUID, AppError | None] = {}
+    errors: list[dict[str, Any]] = []
+    rows: list[models.Task] = []
+    for index, item in enumerate(items):
+        prefix = f"tasks[{index}]."
+        try:
+            company = companies[item.company_id]
+            if isinstance(company, AppError):
+                raise AppError(company.code, company.message, details=company.details,
+                               field=f"{prefix}companyId")
+            check_refs_loaded(company, type_=item.type, workflow_id=item.workflow_id,
+                              workflow=workflows.get(item.workflow_id) if item.workflow_id else None,
+                              agent_id=item.agent_id, agent=agents.get(item.agent_id) if item.agent_id else None,
+                              prefix=prefix)
+            if item.type == "scheduled" and item.scheduled_at is None:
+                raise invalid("A scheduled task needs scheduledAt", field=f"{prefix}scheduledAt",
+                              code=ErrorCode.REQUIRED_FIELD_MISSING)
+            if body.execute and item.workflow_id is not None:
+                if item.workflow_id not in runnable:
+                    try:
+                        check_workflow_runnable(workflows.get(item.workflow_id))
+                        runnable[item.workflow_id] = None
+                    except AppError as exc:
+                        runnable[item.workflow_id] = exc
+                if (problem := runnable[item.workflow_id]) is not None:
+                    raise AppError(problem.code, problem.message, details=problem.details,
+                                   field=f"{prefix}workflowId")
+        except AppError as exc:
+            errors.append({"index": index, "code": exc.code.value, "message": exc.message,
+                           "field": exc.field or prefix.rstrip("."), "details": exc.details})
+            continue
+        if not errors:
+            rows.append(new_task(user, company_id=item.company_id, name=item.name, type_=item.type,
+                                 priority=item.priority, workflow_id=item.workflow_id, agent_id=item.agent_id,
+                                 input_=item.input, source="batch", scheduled_at=_naive(item.scheduled_at)))
     if errors:
-        raise AppError(ErrorCode.VALIDATION_ERROR, f"{len(errors)} of {len(body.tasks)} tasks are invalid; "
-                       "none were created", details={"errors": errors})
-    return created
+        first = errors[0]
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"{len(errors)} of {len(items)} tasks are invalid; none were "
+                       f"created (first: item {first['index']}: {first['message']})", field=first["field"],
+                       details={"errors": errors})
+    for task in rows:
+        if task.scheduled_at is not None:
+            # As with POST /api/tasks: it joins the queue by itself at its time (the company's scan admits it).
+            task.queued_at = task.scheduled_at
+    if body.execute:
+        now = utcnow()
+        variables = body.variables or {}
+        for task in rows:
+            task.queued_at = task.scheduled_at or now
+            task.run_state = {"variables": variables}
+        for workflow_id in workflow_ids:
+            workflow = workflows[workflow_id]
+            if workflow.last_executed_at is None or (now - workflow.last_executed_at).total_seconds() >= 1:
+                workflow.last_executed_at = now
+    session.add_all(rows)
+    await session.flush()
+    if body.execute:
+        await session.commit()
+        await wake_many(rows)
+    return rows
 
 
 async def queue(*, session: AsyncSession, user: Principal, company_id: uuid.UUID | None) -> schemas.QueueStatus:
