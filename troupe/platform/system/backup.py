@@ -61,10 +61,10 @@ def _binary(name: str) -> str:
     return found
 
 
-def _libpq_target() -> tuple[str, dict[str, str]]:
+def _libpq_target(database_url: str | None = None) -> tuple[str, dict[str, str]]:
     """The database URL for pg_dump/psql without its password, and the environment that
     carries it (PGPASSWORD): a command line is readable by every user of the host (ps)."""
-    parts = urlsplit(get_settings().database_url or "")
+    parts = urlsplit(database_url or get_settings().database_url or "")
     env: dict[str, str] = {}
     netloc = parts.netloc
     if "@" in netloc:
@@ -73,13 +73,12 @@ def _libpq_target() -> tuple[str, dict[str, str]]:
         if has_password:
             env["PGPASSWORD"] = unquote(password)
         netloc = f"{user}@{host}"
-    query = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key == "password":
-            env["PGPASSWORD"] = value
-        else:
-            query.append((key, value))
-    return urlunsplit((parts.scheme.split("+")[0], netloc, parts.path, urlencode(query), parts.fragment)), env
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        env["PGPASSWORD"] = next(value for key, value in pairs if key == "password")
+        query = urlencode([(key, value) for key, value in pairs if key != "password"])
+    return urlunsplit((parts.scheme.split("+")[0], netloc, parts.path, query, parts.fragment)), env
 
 
 async def _run(*args: str, env_extra: dict[str, str] | None = None) -> None:
