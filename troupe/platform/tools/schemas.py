@@ -115,9 +115,16 @@ class DatabaseSettings(StrictInput):
 class FileSettings(StrictInput):
     """``file`` tools: the company's storage area (troupe.engine.tools.files)."""
 
-    root: Annotated[str, Field(max_length=500, pattern=r"^$|^(?!.*\.\.)(?!/)[A-Za-z0-9_./-]+$")] = ""
+    root: Annotated[str, Field(max_length=500, pattern=r"^[A-Za-z0-9_./-]*$")] = ""
     read_only: bool = False
     max_bytes: int = Field(1024 * 1024, ge=1, le=50 * 1024 * 1024)
+
+    @field_validator("root")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("root must be a relative folder without '..'")
+        return value
 
 
 class SandboxLimits(StrictInput):
