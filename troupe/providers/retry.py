@@ -88,4 +88,9 @@ class Retries:
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(retry=retry_if_exception(_retryable), wait=self._wait, stop=self._stop,
                                  before_sleep=self._before_sleep, reraise=True)
-        return await retrying(fn)
+
+        # tenacity awaits only what a coroutine function returns; ``fn`` may be a lambda.
+        async def attempt() -> T:
+            return await fn()
+
+        return await retrying(attempt)
