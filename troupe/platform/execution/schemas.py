@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from pydantic import Field
@@ -61,6 +62,8 @@ class AgentTrainResult(CamelModel):
 class ToolTest(StrictInput):
     input: Any = None
     validate_schema: bool = True
+    # The company the call runs for (a file tool's storage area); the caller needs its execute right.
+    company_id: uuid.UUID | None = None
 
 
 class ToolTestResult(CamelModel):

@@ -147,7 +147,9 @@ async def test_agent(*, session: AsyncSession, user: Principal, agent_id: str,
     # The row is at hand: pass it, so a cold agent's activation does not query it again.
     # Memory and activity belong to the caller: the company they run it in, their own conversation.
     request = {"prompt": prompt, "timeout": 60, "extra": {},
-               "companyId": str(agent.company_id) if agent.company_id else None,
+               "companyId": str(agent.company_id) if agent.company_id else None, "userId": str(user.id),
+               # Offer only these of the agent's tools to the model (all of them when absent).
+               "toolIds": body.tools,
                "conversationId": f"user:{user.id}:{body.conversation_id or 'test'}"}
     result = await agent_pool.complete(str(agent.id), request, agent=agent_pool.agent_state(agent))
     if not result.ok:
@@ -186,6 +188,12 @@ async def train_agent(*, session: AsyncSession, user: Principal, agent_id: str,
     config["fewShotExamples"] = (list(config.get("fewShotExamples") or []) + examples)[-50:]
     agent.configuration = config
     agent.version = _bump(agent.version)
+    if (config.get("knowledgeBase") or {}).get("enabled"):
+        from troupe.knowledge import index as knowledge
+
+        # The examples are knowledge sources too: index them with the agent's other chunks.
+        await knowledge.replace_chunks(session, agent.id, await knowledge.read_sources(
+            session, user, config, kinds=("training",)), kinds=("training",))
     await session.commit()
     await agent_pool.reload(str(agent.id), agent_pool.agent_state(agent))
     return schemas.AgentTrainResult(agent_id=str(agent.id), version=agent.version, examples_stored=len(examples),
@@ -198,7 +206,7 @@ async def test_tool(*, session: AsyncSession, user: Principal, tool_id: str,
     import jsonschema
 
     from troupe.engine.contract import NodeResult, ToolSpec
-    from troupe.engine.nodes import run_tool
+    from troupe.engine.tools import ToolContext, arun_tool
     from troupe.platform.tools.service import get_tool
 
     tool = await get_tool(session=session, user=user, tool_id=tool_id)
@@ -211,14 +219,21 @@ async def test_tool(*, session: AsyncSession, user: Principal, tool_id: str,
             except jsonschema.ValidationError as exc:
                 raise invalid(f"input does not match the tool's schema: {exc.message}", field="input",
                               details={"path": list(exc.absolute_path)}) from exc
+    # A company gives the call its storage area (file tools): the caller must may execute there.
+    company_id = None
+    if body.company_id is not None:
+        company_id = (await load_company(session, user, body.company_id, "execute")).id
     started = time.perf_counter()
     if str(tool.type or "").lower() == "calculator":
         result = NodeResult.success({"result": await _calculate(body.input)})
     else:
-        spec = ToolSpec(id=str(tool.id), type=tool.type, configuration=tool.configuration or {})
-        result = await asyncio.to_thread(run_tool, spec, body.input)
+        spec = ToolSpec(id=str(tool.id), type=tool.type, configuration=tool.configuration or {},
+                        schema=tool.schema or {})
+        result = await arun_tool(spec, body.input, context=ToolContext(
+            company_id=str(company_id) if company_id else None, user_id=str(user.id),
+            validate_input=body.validate_schema))
     duration = int((time.perf_counter() - started) * 1000)
-    session.add(models.ToolCall(tool_id=tool.id, user_id=user.id, success=result.ok,
+    session.add(models.ToolCall(tool_id=tool.id, user_id=user.id, company_id=company_id, success=result.ok,
                                 duration_ms=duration, error=None if result.ok else result.message))
     tool.last_used_at = utcnow()
     error = None if result.ok else result.as_error()
