@@ -7,10 +7,19 @@ company (owner or admin); built-in templates (no company) only admins may change
 An ``active`` workflow must stay valid: activating it, or changing the
 definition of an active one, runs the full validation and answers BIZ_001 with
 the list of problems, writing nothing.
+
+Secrets: ``configuration.secrets`` and an inline agent node's ``apiKey`` are sealed
+on save (create, update, import) and read back as ``********``; sending ``********``
+back keeps the stored value. A sealed value can only be kept, never sent in: one
+taken from elsewhere would be opened by the node task and sent wherever this
+workflow points. Exports and copies into another company carry no sealed values.
+Execute may set only the variables listed in ``configuration.overridableVariables``
+(``check_run_variables``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from datetime import UTC, datetime
@@ -25,14 +34,19 @@ from sqlalchemy.types import Text
 
 from troupe.config import get_settings
 from troupe.db import models
+from troupe.engine.contract import OVERRIDABLE_VARIABLES, refused_variables
+from troupe.engine.nodes import SEALED_PATTERN as _SEALED
+from troupe.engine.nodes import mask_sealed
 from troupe.engine.validate import Problem, cron_problem, errors_of, timezone_problem, validate_graph
 from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
 from troupe.platform.access import load_company, may, member_company_ids_subquery
 from troupe.platform.deps import Principal
 from troupe.platform.schemas import PageParams
-from troupe.platform.tools.secrets import mask_map, seal_map, strip_sealed
+from troupe.platform.tools.secrets import MASK, mask_map, seal_map, strip_sealed
 from troupe.platform.tools.service import bump_version, visible_tools
 from troupe.platform.workflows import schemas as s
+from troupe.platform.workflows import triggers as workflow_triggers
+from troupe.security import SecretBox
 from troupe.timeutil import iso, utcnow
 
 EXPORT_FORMAT = "troupe.workflow"
@@ -190,6 +204,88 @@ def _configuration(body: s.WorkflowConfiguration | None, old: dict[str, Any] | N
     return doc
 
 
+# Keys of an inline agent node's configuration that hold its own provider key.
+NODE_KEY_NAMES = ("apiKey", "api_key")
+
+
+def _agent_config(node: Any) -> dict[str, Any] | None:
+    if not isinstance(node, dict) or node.get("type") != "agent" or not isinstance(node.get("data"), dict):
+        return None
+    config = node["data"].get("configuration")
+    return config if isinstance(config, dict) else None
+
+
+def _sealed_in(value: Any) -> set[str]:
+    """Every sealed value inside ``value`` (whole strings or embedded, as the node task opens them)."""
+    if isinstance(value, str):
+        return set(_SEALED.findall(value)) if SecretBox.PREFIX in value else set()
+    if isinstance(value, dict):
+        return set().union(*(_sealed_in(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_sealed_in(v) for v in value))
+    return set()
+
+
+def seal_node_secrets(nodes: list[dict[str, Any]], old: list[Any] | None, *,
+                      keep_unsent: bool = False) -> list[dict[str, Any]]:
+    """``nodes`` (fresh dicts, changed in place) with each inline agent node's plain ``apiKey``
+    sealed. ``********`` keeps the stored key of the node with the same id; with
+    ``keep_unsent`` (import) a node sent without one keeps it too. A template such as
+    ``{{secrets.openai}}`` is kept as written (the workflow secret is sealed already).
+    Any sealed value in ``nodes`` must be one this workflow already holds."""
+    held = _sealed_in(old or [])
+    for index, node in enumerate(nodes):
+        if _sealed_in(node) - held:
+            raise invalid(f"nodes[{index}] holds a sealed value (enc:v1:...) this workflow does not hold: send "
+                          "the secret itself (it is sealed on save) or ******** to keep a stored one",
+                          field=f"nodes[{index}]")
+    old_by_id = {str(n.get("id")): n for n in old or [] if isinstance(n, dict)}
+    box = SecretBox()
+    for index, node in enumerate(nodes):
+        config = _agent_config(node)
+        if config is None:
+            continue
+        previous = _agent_config(old_by_id.get(str(node.get("id")))) or {}
+        for key in NODE_KEY_NAMES:
+            field = f"nodes[{index}].data.configuration.{key}"
+            if key not in config:
+                if keep_unsent and SecretBox.is_sealed(previous.get(key)):
+                    config[key] = previous[key]
+                continue
+            value = config[key]
+            if value == MASK:
+                if not SecretBox.is_sealed(previous.get(key)):
+                    raise invalid(f"{field}: there is no stored key to keep; send the key", field=field)
+                config[key] = previous[key]
+            elif isinstance(value, str) and value and "{{" not in value and not SecretBox.is_sealed(value):
+                config[key] = box.seal(value)
+    return nodes
+
+
+def _drop_sealed(value: Any) -> Any:
+    """``value`` without sealed values: whole ones removed, embedded ones masked (exports, copies)."""
+    if isinstance(value, dict):
+        return {k: _drop_sealed(v) for k, v in value.items() if not SecretBox.is_sealed(v)}
+    if isinstance(value, list):
+        return [_drop_sealed(v) for v in value if not SecretBox.is_sealed(v)]
+    return mask_sealed(value)
+
+
+def check_run_variables(workflow: models.Workflow | None, variables: dict[str, Any] | None, *,
+                        field: str = "variables") -> None:
+    """Execute's ``variables`` may set only what the workflow lists in
+    ``configuration.overridableVariables`` (sending the workflow's own value is no override).
+    Refused with VAL_001 naming the variable; the run driver checks again when it loads."""
+    refused = refused_variables(variables, configuration=workflow.configuration if workflow else None,
+                                schedule=workflow.schedule if workflow else None,
+                                triggers=workflow.triggers if workflow else None)
+    if refused:
+        names = ", ".join(refused)
+        raise invalid(f"variable(s) {names} may not be overridden at execute: the workflow lists the variables a "
+                      f"run may set in configuration.{OVERRIDABLE_VARIABLES}", field=f"{field}.{refused[0]}",
+                      details={"refused": refused})
+
+
 def next_run(cron: str, timezone: str, now: datetime | None = None) -> datetime:
     """Next fire time of ``cron`` read in ``timezone``, as naive UTC."""
     from croniter import croniter
@@ -245,15 +341,24 @@ async def create_workflow(*, session: AsyncSession, user: Principal, body: s.Wor
         # Sealed secrets only travel with a copy inside the same company.
         if template.company_id != company.id:
             configuration["secrets"] = {}
+    if body.nodes is not None:
+        nodes = seal_node_secrets(_dump_list(body.nodes), None)
+    else:
+        nodes = copy.deepcopy(list(template.nodes if template else []))
+        if template is not None and template.company_id != company.id:
+            nodes = _drop_sealed(nodes)
     workflow = models.Workflow(
         name=name,
         description=body.description if "description" in fields or not template else template.description,
         version="1.0.0", company_id=company.id,
-        nodes=_dump_list(body.nodes) if body.nodes is not None else list(template.nodes if template else []),
+        nodes=nodes,
         edges=_dump_list(body.edges) if body.edges is not None else list(template.edges if template else []),
         configuration=configuration, status=body.status,
-        triggers=_dump_list(body.triggers) if body.triggers is not None else
-        list(template.triggers or [] if template else []),
+        triggers=await workflow_triggers.trigger_docs(session=session, items=body.triggers, old=None,
+                                                      workflow_id=None, company_id=company.id)
+        if body.triggers is not None else [t if template and template.company_id == company.id
+                                           else workflow_triggers.exported(t)
+                                           for t in (template.triggers or [] if template else [])],
         schedule=_schedule_doc(body.schedule, None), created_by=user.id,
         tags=body.tags if body.tags is not None else list(template.tags or [] if template else []),
         is_template=body.is_template,
@@ -278,13 +383,15 @@ async def update_workflow(*, session: AsyncSession, user: Principal, workflow_id
             raise invalid(f"{name} cannot be null", field=name)
     before = (workflow.nodes, workflow.edges, workflow.configuration, workflow.triggers, workflow.schedule)
     if "nodes" in fields:
-        workflow.nodes = _dump_list(body.nodes)
+        workflow.nodes = seal_node_secrets(_dump_list(body.nodes), workflow.nodes)
     if "edges" in fields:
         workflow.edges = _dump_list(body.edges)
     if "configuration" in fields:
         workflow.configuration = _configuration(body.configuration, workflow.configuration)
     if "triggers" in fields:
-        workflow.triggers = _dump_list(body.triggers)
+        workflow.triggers = await workflow_triggers.trigger_docs(
+            session=session, items=body.triggers, old=workflow.triggers, workflow_id=workflow.id,
+            company_id=workflow.company_id)
     if "schedule" in fields:
         workflow.schedule = _schedule_doc(body.schedule, workflow.schedule)
     for name in ("name", "description", "status", "is_template", "template_category"):
@@ -398,8 +505,9 @@ async def export_workflow(*, session: AsyncSession, user: Principal, workflow_id
     configuration["secrets"] = strip_sealed(configuration.get("secrets"))
     exported = s.ExportedWorkflow.model_validate({
         "name": workflow.name, "description": workflow.description, "version": workflow.version or "1.0.0",
-        "nodes": workflow.nodes, "edges": workflow.edges, "configuration": configuration,
-        "triggers": workflow.triggers or [], "schedule": _schedule_input(workflow.schedule),
+        "nodes": _drop_sealed(workflow.nodes or []), "edges": workflow.edges, "configuration": configuration,
+        "triggers": [workflow_triggers.exported(t) for t in workflow.triggers or []],
+        "schedule": _schedule_input(workflow.schedule),
         "tags": list(workflow.tags or []), "templateCategory": workflow.template_category,
     })
     agent_ids = {n["data"]["agentId"] for n in workflow.nodes if n.get("type") == "agent"
@@ -453,13 +561,16 @@ async def import_workflow(*, session: AsyncSession, user: Principal, workflow_id
     if workflow.nodes and not body.overwrite:
         raise AppError(ErrorCode.RESOURCE_ALREADY_EXISTS,
                        "The workflow already has a definition; send overwrite: true to replace it")
-    nodes, edges = _dump_list(doc.nodes), _dump_list(doc.edges)
-    # Exports carry no secrets: the workflow's stored secrets stay unless the document sets them.
+    # Exports carry no secrets: the workflow's stored secrets (and nodes' keys) stay unless the document sets them.
+    nodes = seal_node_secrets(_dump_list(doc.nodes), workflow.nodes, keep_unsent=True)
+    edges = _dump_list(doc.edges)
     configuration = _configuration(doc.configuration, workflow.configuration, keep_unsent_secrets=True)
     _check_size(nodes, edges, configuration)
     workflow.name, workflow.description = doc.name, doc.description
     workflow.nodes, workflow.edges, workflow.configuration = nodes, edges, configuration
-    workflow.triggers = _dump_list(doc.triggers)
+    workflow.triggers = await workflow_triggers.trigger_docs(
+        session=session, items=doc.triggers, old=workflow.triggers, workflow_id=workflow.id,
+        company_id=workflow.company_id, keep_unsent_secrets=True)
     workflow.schedule = _schedule_doc(doc.schedule, workflow.schedule)
     workflow.tags = doc.tags
     if doc.template_category is not None:
@@ -503,11 +614,12 @@ def to_out(workflow: models.Workflow) -> s.WorkflowOut:
     return s.WorkflowOut(
         id=workflow.id, name=workflow.name, description=workflow.description, version=workflow.version or "1.0.0",
         company_id=workflow.company_id,
-        nodes=[s.WorkflowNode.model_validate(n) for n in workflow.nodes or []],
+        # Sealed node values (an inline agent's apiKey) read as "********".
+        nodes=[s.WorkflowNode.model_validate(n) for n in mask_sealed(workflow.nodes or [])],
         edges=[s.WorkflowEdge.model_validate(e) for e in workflow.edges or []],
         configuration=s.WorkflowConfiguration.model_validate(configuration),
         status=workflow.status or "draft",
-        triggers=[s.WorkflowTrigger.model_validate(t) for t in workflow.triggers or []],
+        triggers=[workflow_triggers.trigger_out(workflow.id, t) for t in workflow.triggers or []],
         schedule=schedule_out(workflow.schedule), created_by=workflow.created_by, tags=list(workflow.tags or []),
         is_template=bool(workflow.is_template), template_category=workflow.template_category,
         created_at=workflow.created_at, updated_at=workflow.updated_at, last_executed_at=workflow.last_executed_at,
