@@ -53,7 +53,8 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 # International (+CC ...) or national numbers grouped by spaces or dashes, 7-15 digits in
 # all; dots are not separators (IP addresses, versions) and ISO dates are left alone.
-_PHONE = re.compile(r"(?<![\w+.-])(?:\+\d{1,3}[ -]?)?(?:\(\d{1,4}\)[ -]?)?\d{2,4}(?:[ -]\d{2,4}){1,4}(?![\w.-])")
+_PHONE = re.compile(r"(?<![\w+])(?<!\d[.-])(?:\+\d{1,3}[ -]?)?(?:\(\d{1,4}\)[ -]?)?\d{2,4}(?:[ -]\d{2,4}){1,4}"
+                    r"(?!\w)(?![.-]\d)")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 # Built-in content filter: phrases that are unambiguous in any context. The operator
