@@ -469,6 +469,10 @@ async def batch(*, session: AsyncSession, user: Principal, body: schemas.TaskBat
                 if (problem := runnable[item.workflow_id]) is not None:
                     raise AppError(problem.code, problem.message, details=problem.details,
                                    field=f"{prefix}workflowId")
+            if body.execute and body.variables:
+                from troupe.platform.workflows.service import check_run_variables  # imports this module
+
+                check_run_variables(workflows.get(item.workflow_id) if item.workflow_id else None, body.variables)
         except AppError as exc:
             errors.append({"index": index, "code": exc.code.value, "message": exc.message,
                            "field": exc.field or prefix.rstrip("."), "details": exc.details})
