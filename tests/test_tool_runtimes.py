@@ -148,10 +148,10 @@ async def test_code_sandbox_refuses_files_network_and_processes(what, code, refu
     assert refusal in result.message, (what, result.message)
 
 
-async def test_code_sandbox_has_an_empty_environment_and_no_network_interface():
+async def test_code_sandbox_has_an_empty_environment():
     import os
 
-    from troupe.engine.tools.code import network_isolation, run_code
+    from troupe.engine.tools.code import run_code
 
     os.environ["TROUPE_SANDBOX_CANARY"] = "server-secret-value"
     try:
@@ -159,10 +159,28 @@ async def test_code_sandbox_has_an_empty_environment_and_no_network_interface():
     finally:
         del os.environ["TROUPE_SANDBOX_CANARY"]
     assert result.ok and result.output == {}
-    if network_isolation():
-        # In its own namespace the only interface is a loopback that is down.
-        code = 'def run(input):\n    return open("/proc/net/dev").read()'
-        assert (await asyncio.to_thread(run_code, code, {})).ok is False  # and /proc is not readable either
+
+
+async def test_the_network_namespace_alone_reaches_nothing(stub):
+    """The layer under the audit hook: a process in the sandbox's namespace, even one
+    allowed sockets, has only a loopback that is down and cannot reach a local server."""
+    import subprocess
+    import sys
+
+    from troupe.engine.tools.code import network_isolation
+
+    prefix = network_isolation()
+    if not prefix:
+        pytest.skip("this host permits no network namespace; the audit hook is the network barrier")
+    probe = ("import socket\nprint(socket.if_nameindex())\n"
+             f"try:\n    socket.create_connection(('127.0.0.1', {stub.port}), timeout=2)\n    print('reached')\n"
+             "except OSError as exc:\n    print('unreachable', exc.errno)\n")
+    done = await asyncio.to_thread(subprocess.run, [*prefix, sys.executable, "-I", "-c", probe],
+                                   capture_output=True, text=True, timeout=20, env={})
+    assert done.returncode == 0, done.stderr
+    interfaces, outcome = done.stdout.strip().splitlines()
+    assert interfaces == "[(1, 'lo')]"
+    assert outcome.startswith("unreachable"), done.stdout
 
 
 async def test_code_sandbox_stops_at_cpu_memory_time_and_output_limits():
