@@ -96,11 +96,7 @@ async def test_each_slot_fires_once_with_two_schedulers_and_after_a_restart(clie
     assert [d.get("skipped") for d in skipped] == [2]
     data = assert_ok(await client.get(f"/api/workflows/{wf}", headers=user.headers))["schedule"]
     assert _parse(data["lastRun"]) == later and _parse(data["nextRun"]) > later + timedelta(hours=1)
-
-    # The runs are real: the company's actor admits and completes them.
-    for run in runs:
-        task = await wait_status(client, user, str(run.id))
-        assert task["status"] == "completed" and task["metadata"]["source"] == "schedule"
+    # (These slots lie in the future of the real clock, so their runs wait for them; the next test runs its runs.)
 
 
 async def test_seconds_cron_runs_with_a_second_scheduler_actor(client, user):
@@ -277,9 +273,10 @@ async def test_scheduled_batch_tasks_run_at_their_time(client, user):
     done = await wait_status(client, user, task["id"], timeout=60)
     assert done["status"] == "completed" and done["output"] == {"x": 1}
     assert _parse(done["startedAt"]) >= at
-    assert_error(await client.post("/api/tasks/batch", headers=user.headers, json={"tasks": [
+    error = assert_error(await client.post("/api/tasks/batch", headers=user.headers, json={"tasks": [
         {"name": "when?", "type": "scheduled", "companyId": company, "workflowId": wf}]}),
-        422, "VAL_002", "tasks[0].scheduledAt")
+        422, "VAL_001", "tasks[0].scheduledAt")
+    assert error["details"]["errors"][0]["code"] == "VAL_002"
 
 
 # --------------------------------------------------------------------------- item 6

@@ -183,9 +183,10 @@ async def _fire_one(workflow_id: uuid.UUID, now: datetime) -> models.Task | None
                 schedule=models.Workflow.schedule.op("||")({"nextRun": None})))
             return None
         first_due = datetime.fromisoformat(stored_next.rstrip("Z"))
-        slot = latest_slot(cron, timezone, now)
-        if slot < first_due:  # nextRun was set ahead of the cron (clock moved back): honour it
-            slot = first_due
+        if first_due > now:  # another scheduler fired it since the scan: this is the next slot, not yet due
+            return None
+        # nextRun may not be a slot of the cron (edited by hand): it is due, so it fires at the latest at itself.
+        slot = max(latest_slot(cron, timezone, now), first_due)
         following = next_slot(cron, timezone, max(now, slot))
         # The claim: only the scheduler that still sees this nextRun (and this cron) moves it.
         claimed = (await session.execute(
@@ -194,7 +195,7 @@ async def _fire_one(workflow_id: uuid.UUID, now: datetime) -> models.Task | None
                 models.Workflow.schedule["nextRun"].astext == stored_next,
                 models.Workflow.schedule["cron"].astext == cron)
             .values(schedule=models.Workflow.schedule.op("||")({"nextRun": iso(following), "lastRun": iso(slot)}),
-                    last_executed_at=now)
+                    last_executed_at=utcnow())
             .returning(models.Workflow.id))).scalar_one_or_none()
         if claimed is None:
             return None
@@ -210,7 +211,7 @@ async def _fire_one(workflow_id: uuid.UUID, now: datetime) -> models.Task | None
             return None
         task = new_run(workflow, source="schedule", name=f"{workflow.name[:200]} @ {iso(slot)}",
                        input_={}, triggered_by="schedule",
-                       variables=schedule.get("variables"), scheduled_at=slot, now=now)
+                       variables=schedule.get("variables"), scheduled_at=slot)
         try:
             async with session.begin_nested():
                 session.add(task)
