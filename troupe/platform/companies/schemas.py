@@ -287,8 +287,8 @@ class WorkflowSummary(CamelModel):
 
 
 class ResourceUsage(CamelModel):
-    cpu: float
-    memory: float
+    """No cpu/memory: runs share actor processes, so no per-run figure would be honest (README)."""
+
     storage: int = Field(description="bytes of files stored for the company")
     tokens: int
 

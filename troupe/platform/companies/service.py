@@ -136,8 +136,6 @@ async def _check_members(session: AsyncSession, company: models.Company | None, 
 _NUM = "CASE WHEN jsonb_typeof({e}) = 'number' THEN ({e})::numeric END"
 _T_COST = _NUM.format(e="t.metadata->'cost'")
 _T_TOKENS = _NUM.format(e="t.metadata->'resourceUsage'->'tokens'")
-_T_CPU = _NUM.format(e="t.metadata->'resourceUsage'->'cpu'")
-_T_MEM = _NUM.format(e="t.metadata->'resourceUsage'->'memory'")
 _E_COST = _NUM.format(e="e.metadata->'cost'")
 _E_TOKENS = _NUM.format(e="e.metadata->'tokensUsed'")
 
@@ -153,7 +151,7 @@ ex AS (
 tk AS (
   SELECT t.company_id, t.status, t.created_at, t.started_at, t.completed_at, t.execution_time,
          coalesce({_T_COST}, ex.cost, 0) AS cost, coalesce(ex.cost, 0) AS api_cost,
-         coalesce({_T_TOKENS}, ex.tokens, 0) AS tokens, coalesce({_T_CPU}, 0) AS cpu, coalesce({_T_MEM}, 0) AS mem,
+         coalesce({_T_TOKENS}, ex.tokens, 0) AS tokens,
          coalesce(ex.n, 0) AS n, coalesce(ex.nf, 0) AS nf, coalesce(ex.exec_ms, 0) AS exec_ms,
          coalesce(ex.exec_n, 0) AS exec_n
   FROM tasks t LEFT JOIN ex ON ex.task_id = t.id
@@ -171,7 +169,7 @@ SELECT company_id,
        max(started_at) AS last_execution,
        coalesce(sum(cost), 0) AS cost, coalesce(sum(api_cost), 0) AS api_cost,
        coalesce(sum(cost) FILTER (WHERE created_at >= date_trunc('month', CAST(:now AS timestamp))), 0) AS monthly,
-       coalesce(sum(tokens), 0) AS tokens, coalesce(sum(cpu), 0) AS cpu, coalesce(sum(mem), 0) AS mem,
+       coalesce(sum(tokens), 0) AS tokens,
        coalesce(sum(exec_ms), 0) AS exec_ms, coalesce(sum(exec_n), 0) AS exec_n,
        count(*) FILTER (WHERE status IN ('completed', 'failed')
                         AND completed_at >= CAST(:now AS timestamp) - interval '24 hours') AS finished_24h
@@ -198,7 +196,7 @@ async def live_metrics(session: AsyncSession, company_ids: list[uuid.UUID]) -> d
             out[cid] = CompanyMetrics(
                 total_tasks=0, completed_tasks=0, failed_tasks=0, pending_tasks=0, running_tasks=0,
                 average_execution_time=0.0, success_rate=0.0, last_execution_at=None,
-                resource_usage=ResourceUsage(cpu=0, memory=0, storage=int(storage.get(cid, 0)), tokens=0),
+                resource_usage=ResourceUsage(storage=int(storage.get(cid, 0)), tokens=0),
                 costs=Costs(monthly=0, total=0, breakdown=CostBreakdown(api=0, other=0)),
                 performance=Performance(response_time=0, throughput=0))
             continue
@@ -207,8 +205,7 @@ async def live_metrics(session: AsyncSession, company_ids: list[uuid.UUID]) -> d
             total_tasks=r.total, completed_tasks=r.completed, failed_tasks=r.failed, pending_tasks=r.pending,
             running_tasks=r.running, average_execution_time=round(float(r.avg_time), 3),
             success_rate=_rate(r.completed, r.failed), last_execution_at=r.last_execution,
-            resource_usage=ResourceUsage(cpu=float(r.cpu), memory=float(r.mem), storage=int(storage.get(cid, 0)),
-                                         tokens=int(r.tokens)),
+            resource_usage=ResourceUsage(storage=int(storage.get(cid, 0)), tokens=int(r.tokens)),
             costs=Costs(monthly=float(r.monthly), total=total_cost,
                         breakdown=CostBreakdown(api=api_cost, other=max(total_cost - api_cost, 0.0))),
             performance=Performance(
