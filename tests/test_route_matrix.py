@@ -330,42 +330,40 @@ async def build_world(client, base_url: str) -> World:
 # --------------------------------------------------------------------------- nothing written
 
 
-async def snapshot(w: World) -> dict[str, list[tuple]]:
-    """Every row of the world's users and companies, and of what they hold."""
-    from sqlalchemy import inspect, or_, select
+# table -> which of its rows belong to the world (:u = the world's user ids, C = their companies)
+_WORLD_ROWS = {
+    "users": "id = ANY(:u)",
+    "companies": "owner_id = ANY(:u)",
+    "agents": "created_by = ANY(:u) OR company_id IN (SELECT id FROM C)",
+    "tools": "created_by = ANY(:u)",
+    "company_tools": "company_id IN (SELECT id FROM C)",
+    "workflows": "created_by = ANY(:u) OR company_id IN (SELECT id FROM C)",
+    "tasks": "created_by = ANY(:u) OR company_id IN (SELECT id FROM C)",
+    "files": "uploaded_by = ANY(:u) OR company_id IN (SELECT id FROM C)",
+    "file_shares": "created_by = ANY(:u)",
+    "notifications": "user_id = ANY(:u)",
+    "agent_reviews": "user_id = ANY(:u)",
+    "invitations": "company_id IN (SELECT id FROM C) OR invited_by = ANY(:u)",
+    "tool_calls": "user_id = ANY(:u) OR company_id IN (SELECT id FROM C)",
+    "refresh_tokens": "user_id = ANY(:u)",
+    "system_settings": "true",
+}
+_SNAPSHOT_SQL = "WITH C AS (SELECT id FROM companies WHERE owner_id = ANY(:u)) " + " UNION ALL ".join(
+    f"(SELECT '{table}' AS t, row_to_json(x)::text AS r FROM {table} x WHERE {where})"
+    for table, where in _WORLD_ROWS.items())
 
-    from troupe.db import models as m
+
+async def snapshot(w: World) -> dict[str, list[str]]:
+    """Every row of the world's users and companies, and of what they hold (one query)."""
+    from sqlalchemy import text
+
     from troupe.db.session import session_scope
 
-    users = w.user_ids
-    companies = select(m.Company.id).where(m.Company.owner_id.in_(users)).scalar_subquery()
-    queries = {
-        "users": select(m.User).where(m.User.id.in_(users)),
-        "companies": select(m.Company).where(m.Company.owner_id.in_(users)),
-        "agents": select(m.Agent).where(or_(m.Agent.created_by.in_(users), m.Agent.company_id.in_(companies))),
-        "tools": select(m.Tool).where(m.Tool.created_by.in_(users)),
-        "company_tools": select(m.CompanyTool).where(m.CompanyTool.company_id.in_(companies)),
-        "workflows": select(m.Workflow).where(or_(m.Workflow.created_by.in_(users),
-                                                  m.Workflow.company_id.in_(companies))),
-        "tasks": select(m.Task).where(or_(m.Task.created_by.in_(users), m.Task.company_id.in_(companies))),
-        "files": select(m.File).where(or_(m.File.uploaded_by.in_(users), m.File.company_id.in_(companies))),
-        "file_shares": select(m.FileShare).where(m.FileShare.created_by.in_(users)),
-        "notifications": select(m.Notification).where(m.Notification.user_id.in_(users)),
-        "agent_reviews": select(m.AgentReview).where(m.AgentReview.user_id.in_(users)),
-        "invitations": select(m.Invitation).where(or_(m.Invitation.company_id.in_(companies),
-                                                      m.Invitation.invited_by.in_(users))),
-        "tool_calls": select(m.ToolCall).where(or_(m.ToolCall.user_id.in_(users),
-                                                   m.ToolCall.company_id.in_(companies))),
-        "refresh_tokens": select(m.RefreshToken).where(m.RefreshToken.user_id.in_(users)),
-        "system_settings": select(m.SystemSetting),
-    }
-    out: dict[str, list[tuple]] = {}
+    out: dict[str, list[str]] = {table: [] for table in _WORLD_ROWS}
     async with session_scope() as session:
-        for name, query in queries.items():
-            rows = (await session.execute(query)).scalars().all()
-            out[name] = sorted(tuple((a.key, repr(getattr(r, a.key))) for a in inspect(r).mapper.column_attrs)
-                               for r in rows)
-    return out
+        for table, row in (await session.execute(text(_SNAPSHOT_SQL), {"u": w.user_ids})).all():
+            out[table].append(row)
+    return {table: sorted(rows) for table, rows in out.items()}
 
 
 def _diff(before: dict[str, list], after: dict[str, list]) -> list[str]:
@@ -608,6 +606,24 @@ simple("POST", "/api/workflows/:id/export", lambda w: f"/api/workflows/{w.workfl
 simple("GET", "/api/workflows/:id/executions", lambda w: f"/api/workflows/{w.workflow}/executions")
 simple("POST", "/api/workflows/:id/schedule", lambda w: f"/api/workflows/{w.workflow}/schedule",
        {"enabled": False, "cron": "0 3 * * *"})
+
+
+@case("POST", "/api/workflows/:id/triggers/:triggerId/webhook")
+async def _webhook(w, who):
+    from troupe.db import models
+    from troupe.security import SecretBox
+
+    async def make() -> str:
+        from troupe.db.session import session_scope
+
+        async with session_scope() as session:
+            workflow = await session.get(models.Workflow, uuid.UUID(w.workflow))
+            workflow.triggers = [{"id": "hook", "type": "webhook", "enabled": True,
+                                  "configuration": {"secret": SecretBox().seal("s" * 24)}}]
+        return "hook"
+    trigger = await w.once("webhook", make)
+    # a caller's bearer token, and no signature
+    return lambda: w.request(who, "POST", f"/api/workflows/{w.workflow}/triggers/{trigger}/webhook", json={})
 
 
 @case("DELETE", "/api/workflows/:id")
