@@ -1,6 +1,6 @@
 """``translator`` tools: translate ``input.text`` with a model provider
 (troupe.providers.registry), as configured in ``configuration.translator``:
-``provider`` (``openai``, ``anthropic``, ``google``, ``local``, ``custom`` or
+``provider`` (``openai``, ``anthropic``, ``google``, ``local`` or
 ``simulated``; default ``simulated``), ``model``, ``targetLanguage``, ``sourceLanguage``
 (default: detect), ``apiKey`` (stored sealed) and ``baseUrl`` (guarded like an agent's).
 ``input.targetLanguage``/``sourceLanguage`` override the configured ones.
@@ -43,7 +43,7 @@ def run_translator(call: ToolCall) -> NodeResult:
     model = str(settings.get("model") or DEFAULT_MODELS.get(name) or "")
     if not model:
         raise ToolFailure("BIZ_003", f"translator provider {name!r} needs configuration.translator.model")
-    config = {k: settings[k] for k in ("apiKey", "baseUrl", "endpoint") if settings.get(k)}
+    config = {k: settings[k] for k in ("apiKey", "baseUrl") if settings.get(k)}
     origin = "the source language (detect it)" if source == "auto" else source
     request = CompletionRequest(
         model=model, temperature=0.0, max_tokens=min(8192, len(text) * 2 + 64), timeout_s=call.timeout,

@@ -142,7 +142,7 @@ class ScraperSettings(StrictInput):
 
 
 class TranslatorSettings(StrictInput):
-    provider: Literal["openai", "anthropic", "google", "local", "custom", "simulated"] = "simulated"
+    provider: Literal["openai", "anthropic", "google", "local", "simulated"] = "simulated"
     model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     target_language: Annotated[str, Field(min_length=2, max_length=50)] | None = None
     source_language: Annotated[str, Field(min_length=2, max_length=50)] | None = None
