@@ -7,11 +7,11 @@
 1. open the sealed values of the configuration and input for this call only;
 2. validate the input against ``schema.input`` and ``configuration.validation.inputSchema``
    (VAL_001, not retryable);
-3. admit the call under ``configuration.rateLimit`` (``requests`` per ``window`` seconds,
-   per tool, cluster-wide in Redis; SYS_004, retryable, ``meta.retryAfter``);
-4. answer from ``configuration.caching`` when enabled (``memory``: this process;
+3. answer from ``configuration.caching`` when enabled (``memory``: this process;
    ``redis``; ``database``: the ``tool_cache`` table), keyed by tool, configuration,
    company and input, for ``ttl`` seconds; only successful results are cached;
+4. admit the call under ``configuration.rateLimit`` (``requests`` per ``window`` seconds,
+   per tool, cluster-wide in Redis; SYS_004, retryable, ``meta.retryAfter``);
 5. run the type's runtime (``registry``), retrying retryable failures
    ``configuration.retries`` times;
 6. validate the output against ``schema.output`` and ``validation.outputSchema`` (BIZ_003);
@@ -65,15 +65,16 @@ async def arun_tool(spec: ToolSpec, tool_input: Any, *, context: ToolContext | N
         return NodeResult.fail("BIZ_003", f"tool type {kind!r} has no runtime", retryable=False)
     if context.validate_input and (problem := validation.check_input(spec, configuration, data)):
         return secrets.scrub_result(NodeResult.fail("VAL_001", problem, retryable=False))
-    refusal = await limits.admit(spec, configuration)
-    if refusal is not None:
-        return refusal
     caching = configuration.get("caching") if isinstance(configuration.get("caching"), dict) else {}
     cache_key = cache.key_for(spec, context, tool_input) if caching.get("enabled") else None
     if cache_key is not None:
         found = await cache.get(str(caching.get("strategy") or "memory"), cache_key)
         if found is not None:
             return NodeResult.success(found, cached=True, attempts=0)
+    # After the cache: an answer from it costs the target nothing, so it does not count.
+    refusal = await limits.admit(spec, configuration)
+    if refusal is not None:
+        return refusal
     call = ToolCall(spec=spec, configuration=configuration, input=data, context=context, scrub=secrets.scrub)
     retries = max(0, int(configuration.get("retries") or 0))
     attempt = 0
