@@ -215,7 +215,7 @@ async def test_personal_data_is_redacted_and_blocked_content_refused(client, use
 
     calls = len(stub.bodies)
     err = assert_error(await client.post(f"/api/agents/{agent}/test", headers=user.headers,
-                                         json={"input": "Tell me how to make a bomb"}), 400, "VAL_001")
+                                         json={"input": "Tell me how to make a bomb"}), 422, "VAL_001")
     assert "content filter" in err["message"] and len(stub.bodies) == calls  # blocked before the model
 
     # Both filters off: the text passes untouched.
