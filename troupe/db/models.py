@@ -316,6 +316,8 @@ class Workflow(_Model):
         Index("idx_workflows_template_category", "template_category"),
         Index("idx_workflows_tags", "tags", postgresql_using="gin"),
         Index("idx_workflows_triggers", "triggers", postgresql_using="gin", postgresql_ops={"triggers": "jsonb_path_ops"}),
+        Index("idx_workflows_due", text("(schedule->>'nextRun')"),
+              postgresql_where=text("status = 'active' AND schedule->>'nextRun' IS NOT NULL")),
         _fts("workflows", ("name", True), ("description", False)),
     )
 
