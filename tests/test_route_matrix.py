@@ -20,22 +20,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.auth_helpers import fresh_ip
 from tests.utils.engine import chain, node
 from tests.utils.fixtures import PASSWORD
 
 TABLE = Path(__file__).with_name("security_matrix.tsv")
 ROLES = ("anonymous", "other_tenant", "viewer", "member", "owner", "admin")
-# Cells of routes helper B is fixing concurrently (issue 10, findings 2 and 4): a mismatch
-# there is reported as an expected failure until the fix lands.
-PENDING: set[tuple[str, str, str]] = {
-    ("POST", "/api/agents/:id/test", "viewer"),
-    ("POST", "/api/tools/:id/test", "viewer"),
-    ("POST", "/api/companies/:id/duplicate", "viewer"),
-    ("POST", "/api/companies/:id/duplicate", "member"),
-}
 PARALLEL_ROWS = 6
 
 
@@ -79,8 +69,7 @@ def load_table() -> dict[tuple[str, str], Row]:
 def _spec_path(path: str) -> str:
     """``/api/workflows/{workflow_id}/triggers/{trigger_id}`` -> ``/api/workflows/:id/triggers/:triggerId``
     (the spec's notation: the route's object is ``:id``, further parameters keep their name)."""
-    names = iter(re.findall(r"\{(\w+)\}", path))
-    first = next(names, None)
+    first = next(iter(re.findall(r"\{(\w+)\}", path)), None)
 
     def spec_name(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -839,10 +828,6 @@ class Finding:
     expected: Expect
     problem: str
 
-    @property
-    def pending(self) -> bool:
-        return (self.method, self.path, self.role) in PENDING
-
     def __str__(self) -> str:
         e = self.expected
         want = "ok" if e.kind == "ok" else f"{e.kind} {e.status} {e.code}"
@@ -882,8 +867,4 @@ async def test_route_matrix(client, base_url):
             return await run_row(row, client, base_url)
 
     findings = [f for group in await asyncio.gather(*(one(r) for r in rows.values())) for f in group]
-    real = [f for f in findings if not f.pending]
-    pending = [f for f in findings if f.pending]
-    assert not real, f"{len(real)} cells differ from {TABLE.name}:\n" + "\n".join(map(str, real))
-    if pending:
-        pytest.xfail("waiting for the fixes of findings 2 and 4:\n" + "\n".join(map(str, pending)))
+    assert not findings, f"{len(findings)} cells differ from {TABLE.name}:\n" + "\n".join(map(str, findings))
