@@ -41,6 +41,7 @@ class BatchFollower:
         self._early: dict[str, dict[str, Any]] = {}  # events for tasks whose ids the batch answer has not given yet
         self._rows: dict[str, models.Task] = {}  # finished rows, read
         self._last: dict[str, str] = {}  # last known status
+        self._reported: dict[str, tuple[str, float]] = {}  # last (status, progress) given to on_progress
         self._changed = asyncio.Event()
         self._joined = asyncio.Event()
         self.socket_ok = False
@@ -97,14 +98,22 @@ class BatchFollower:
                 self._bar.update(self._bar_task, completed=len(self._finished_seen), failed=self._failed_seen)
             self._changed.set()
 
+    def _report(self, payload: dict[str, Any]) -> None:
+        if self._on_progress is None:
+            return
+        task_id = str(payload.get("taskId"))
+        if self._reported.get(task_id, ("", -1))[0] in models.FINISHED:
+            return  # nothing after the end
+        self._reported[task_id] = (str(payload.get("status")), float(payload.get("progress") or 0))
+        self._on_progress(payload)
+
     def _on_event(self, payload: dict[str, Any]) -> None:
         task_id = str(payload.get("taskId") or "")
         if task_id not in self._wanted:
             if len(self._early) < 100_000:
                 self._early[task_id] = payload
             return
-        if self._on_progress is not None:
-            self._on_progress(payload)
+        self._report(payload)
         if isinstance(payload.get("status"), str):
             self._saw(task_id, payload["status"])
 
@@ -202,6 +211,10 @@ class BatchFollower:
 
     def _take(self, row: models.Task) -> None:
         if row.id in self._wanted:
+            if self._on_progress is not None and (row.status, float(row.progress or 0)) != self._reported.get(row.id):
+                # What polling learnt is progress too (the socket may be down or behind).
+                self._report({"taskId": row.id, "progress": row.progress, "status": row.status,
+                              "currentStep": row.current_step, "message": None})
             self._saw(row.id, row.status)
             if row.status in models.FINISHED:
                 self._rows[row.id] = row
