@@ -19,8 +19,10 @@ Limits: ``configuration.sandbox`` ``cpuSeconds`` (5), ``memoryMb`` (256),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,8 +44,11 @@ DEFAULT_OUTPUT_BYTES = 1024 * 1024
 def network_isolation() -> tuple[str, ...]:
     """The command prefix that gives the child its own empty network namespace, or ``()``
     when this host does not permit one (the audit hook is then the network barrier)."""
-    candidates = [("unshare", "--net")] if os.geteuid() == 0 else []
-    candidates.append(("unshare", "--net", "--map-root-user"))
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return ()
+    candidates = [(unshare, "--net")] if os.geteuid() == 0 else []
+    candidates.append((unshare, "--net", "--map-root-user"))
     for prefix in candidates:
         try:
             probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=5, env={})
@@ -76,7 +81,8 @@ def run_code(code: str, tool_input: Any, *, cpu_seconds: int = DEFAULT_CPU_SECON
             try:
                 process.communicate(payload, timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
                 return NodeResult.fail("SYS_006", f"code tool stopped at its time limit of {timeout:g}s",
                                        retryable=False, limit="time")
