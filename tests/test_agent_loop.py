@@ -24,7 +24,9 @@ from tests.utils.engine import (
 )
 from tests.utils.fixtures import assert_error, assert_ok
 from tests.utils.stub_http import StubServer
+from troupe.providers.base import ChatMessage, CompletionRequest, CompletionResult, ToolCall, ToolDef
 from troupe.providers.pricing import cost_of
+from troupe.providers.registry import get_provider
 
 MODEL = "gpt-4o-mini"
 USAGE = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
@@ -312,3 +314,101 @@ async def test_knowledge_sources_are_indexed_and_the_best_chunks_reach_the_promp
     assert_error(await client.put(f"/api/agents/{agent}", headers=user.headers, json={"configuration": {
         "knowledgeBase": {"enabled": True, "sources": [f"{stub.server.url}/missing"]}}}), 502, "SYS_003",
         field="configuration.knowledgeBase.sources")
+
+
+# ---- function calling on the other APIs (provider level, no Ray) ----------------------------------
+
+CALC = ToolDef("calc", "Evaluates arithmetic", {"type": "object", "properties": {"expression": {"type": "string"}},
+                                                "required": ["expression"]})
+
+
+@pytest.fixture
+def operator_urls(monkeypatch):
+    from troupe.config import get_settings
+
+    current = get_settings()
+
+    def set_(**values):
+        for name, value in values.items():
+            monkeypatch.setattr(current, name, value)
+
+    return set_
+
+
+def _round_trip(first: CompletionResult) -> list[ChatMessage]:
+    return [ChatMessage("system", "Be exact."), ChatMessage("user", "1+1?"),
+            ChatMessage("assistant", first.text, tool_calls=tuple(first.tool_calls)),
+            ChatMessage("tool", '{"result": 2}', tool_call_id=first.tool_calls[0].id, name="calc")]
+
+
+async def test_anthropic_tool_use_round_trip(operator_urls):
+    server = StubServer()
+    answers = [{"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
+                "content": [{"type": "text", "text": "Let me compute."},
+                            {"type": "tool_use", "id": "toolu_1", "name": "calc", "input": {"expression": "1+1"}}],
+                "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}},
+               {"id": "msg_2", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
+                "content": [{"type": "text", "text": "2"}], "stop_reason": "end_turn",
+                "usage": {"input_tokens": 20, "output_tokens": 1}}]
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response(answers.pop(0))
+
+    server.route("POST", "/v1/messages", handle)
+    await server.start()
+    try:
+        operator_urls(anthropic_api_key="ak", anthropic_base_url=server.url)
+        provider = get_provider("anthropic")
+        request = CompletionRequest(model="claude-3-5-haiku-latest", messages=[ChatMessage("user", "1+1?")],
+                                    tools=[CALC], timeout_s=5)
+        first = await provider.complete(request)
+        assert first.tool_calls == [ToolCall("toolu_1", "calc", {"expression": "1+1"})]
+        assert server.received[0].json()["tools"] == [{"name": "calc", "description": "Evaluates arithmetic",
+                                                       "input_schema": CALC.parameters}]
+        second = await provider.complete(CompletionRequest(model="claude-3-5-haiku-latest",
+                                                           messages=_round_trip(first), tools=[CALC], timeout_s=5))
+        assert second.text == "2" and not second.tool_calls
+        body = server.received[1].json()
+        assert body["system"] == "Be exact."
+        assert body["messages"][1] == {"role": "assistant", "content": [
+            {"type": "text", "text": "Let me compute."},
+            {"type": "tool_use", "id": "toolu_1", "name": "calc", "input": {"expression": "1+1"}}]}
+        assert body["messages"][2] == {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": '{"result": 2}'}]}
+    finally:
+        await server.stop()
+
+
+async def test_gemini_function_call_round_trip(operator_urls):
+    server = StubServer()
+    answers = [{"candidates": [{"content": {"role": "model", "parts": [
+                   {"functionCall": {"name": "calc", "args": {"expression": "1+1"}}}]}, "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5}},
+               {"candidates": [{"content": {"role": "model", "parts": [{"text": "2"}]}, "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": 1}}]
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response(answers.pop(0))
+
+    server.route("POST", "/v1beta/models/{model}", handle)
+    await server.start()
+    try:
+        operator_urls(google_ai_api_key="gk", google_ai_base_url=server.url)
+        provider = get_provider("google")
+        first = await provider.complete(CompletionRequest(model="gemini-2.0-flash",
+                                                          messages=[ChatMessage("user", "1+1?")], tools=[CALC],
+                                                          timeout_s=5))
+        assert [(c.name, c.arguments) for c in first.tool_calls] == [("calc", {"expression": "1+1"})]
+        declared = server.received[0].json()["tools"][0]["functionDeclarations"][0]
+        # The SDK writes the proto field name (snake_case); the API reads both spellings.
+        schema = declared.get("parametersJsonSchema", declared.get("parameters_json_schema"))
+        assert declared["name"] == "calc" and schema == CALC.parameters
+        second = await provider.complete(CompletionRequest(model="gemini-2.0-flash", messages=_round_trip(first),
+                                                           tools=[CALC], timeout_s=5))
+        assert second.text == "2"
+        contents = server.received[1].json()["contents"]
+        assert contents[1]["role"] == "model" and contents[1]["parts"][0]["functionCall"]["name"] == "calc"
+        assert contents[2] == {"role": "user", "parts": [
+            {"functionResponse": {"name": "calc", "response": {"result": '{"result": 2}'}}}]}
+    finally:
+        await server.stop()
