@@ -285,9 +285,12 @@ async def run(*, call: Call, request: CompletionRequest, config: dict[str, Any],
         if term:
             raise Blocked("input", term)
     if safety.get("personalDataFilter", True):
-        text, counts = redact(messages[-1].content)
-        messages[-1] = ChatMessage("user", text)
-        redactions = {k: redactions[k] + v for k, v in counts.items()}
+        # Memory holds earlier inputs as they were sent: every turn is redacted, not only this one.
+        for index, message in enumerate(messages):
+            if message.role != "system":
+                text, counts = redact(message.content)
+                messages[index] = replace(message, content=text)
+                redactions = {k: redactions[k] + v for k, v in counts.items()}
     by_name = {t.name: t for t in tools}
     outcome: LoopResult | None = None
 
