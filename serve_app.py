@@ -1,12 +1,6 @@
-"""Serve entry point: ``serve run serve_app:app`` (or ``make run``).
+"""``serve run serve_app:app`` from the repository root; the entry point itself is
+``troupe.serve_app`` (importable on every node, see serve_config.yaml)."""
 
-Importing this module prepares the backends (embedded Postgres and Redis when
-DATABASE_URL / REDIS_URL are unset, migrations applied) and binds the ingress.
-"""
+from troupe.serve_app import app
 
-from troupe.config import get_settings
-from troupe.infra.bootstrap import prepare
-from troupe.platform.ingress import apply_serve_env, build
-
-apply_serve_env()  # before `serve run` starts a local Ray, if it does
-app = build(prepare(), replicas=get_settings().serve_replicas)
+__all__ = ["app"]
