@@ -280,6 +280,8 @@ async def test_saved_agent_settings(client, user, stub):
         ("openai", {"responseFormat": "structured", "responseSchema": {"type": 12}}, "configuration.responseSchema"),
         ("openai", {"maxConcurrency": 0}, "configuration.maxConcurrency"),
         ("openai", {"baseUrl": "ftp://x"}, "configuration.baseUrl"),
+        ("openai", {"safety": {"biasDetection": True}}, "configuration.safety.biasDetection"),
+        ("openai", {"safety": {"toxicityThreshold": 0.5}}, "configuration.safety.toxicityThreshold"),
     ]:
         assert_error(await client.post("/api/agents", headers=user.headers, json={
             **base, "provider": provider, "configuration": configuration}), 422, "VAL_001", field=field)

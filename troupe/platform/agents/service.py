@@ -175,8 +175,23 @@ def seal_api_key(config: dict[str, Any], sent: str | None, stored: Any, *, field
         config["apiKey"] = SecretBox().seal(sent)
 
 
+def refuse_unevaluated(config: AgentConfiguration, *, field: str = "configuration") -> None:
+    """Safety settings nothing evaluates are refused rather than stored as if they worked:
+    there is no toxicity or bias classifier (contentFilter and personalDataFilter are applied)."""
+    safety = config.safety
+    if "safety" not in config.model_fields_set:
+        return
+    if safety.bias_detection:
+        raise invalid("biasDetection is not available: no bias classifier is configured",
+                      field=f"{field}.safety.biasDetection")
+    if "toxicity_threshold" in safety.model_fields_set and safety.toxicity_threshold != 0.8:
+        raise invalid("toxicityThreshold cannot be changed: no toxicity classifier is configured (contentFilter "
+                      "blocks listed phrases)", field=f"{field}.safety.toxicityThreshold")
+
+
 def build_configuration(provider: str, model: str, config: AgentConfiguration,
                         *, field: str = "configuration") -> dict[str, Any]:
+    refuse_unevaluated(config, field=field)
     data = config.model_dump(mode="json", by_alias=True)
     if "context_window" not in config.model_fields_set:
         data["contextWindow"] = context_window(provider, model) or DEFAULT_CONTEXT_WINDOW
@@ -313,6 +328,7 @@ async def update_agent(*, session: AsyncSession, user: Principal, agent_id: str,
     configuration = dict(agent.configuration or {})
     stored_key = configuration.get("apiKey")
     if data.configuration is not None:
+        refuse_unevaluated(data.configuration)
         sent = data.configuration.model_dump(mode="json", by_alias=True, exclude_unset=True)
         # The key is checked and sealed apart from the merge (it is stored sealed, sent plain).
         sent_key = sent.pop("apiKey", None)
