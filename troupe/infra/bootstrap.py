@@ -19,7 +19,7 @@ FORWARDED_PREFIXES = ("TROUPE_", "JWT_", "SMTP_", "EMAIL_", "RATE_LIMIT_", "WS_"
                       "MARKETPLACE_", "COLLABORATION_", "ANALYTICS_", "AUDIT_LOG_", "LOG_LEVEL",
                       "METRICS_ENABLED", "DATABASE_URL", "NODE_ENV", "API_BASE_URL",
                       "FRONTEND_URL", "CACHE_", "REFRESH_TOKEN_", "LOGIN_", "BCRYPT_", "RESET_TOKEN_",
-                      "VERIFY_TOKEN_", "INVITATION_", "DB_", "REDIS_")
+                      "VERIFY_TOKEN_", "INVITATION_", "DB_", "REDIS_", "TRUSTED_PROXIES")
 
 
 def prepare(*, migrate: bool = True) -> dict[str, str]:
