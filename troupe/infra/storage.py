@@ -1,4 +1,5 @@
-"""Object storage for uploaded files, through fsspec.
+"""Object storage for everything written at run time (uploaded files, database
+backups), through fsspec: never a replica's own disk, so every node sees it.
 
 One filesystem per process: the local ``file`` filesystem under
 ``storage_root`` (default ``<data_dir>/files``), or S3 through s3fs (the
@@ -108,6 +109,16 @@ class Storage:
             return []
         return [(e["name"].rstrip("/").rsplit("/", 1)[-1], int(e.get("size") or 0))
                 for e in entries if e.get("type") == "file"]
+
+    async def put_file(self, local: str | os.PathLike[str], key: str) -> None:
+        """Copy a local file (a scratch file of this process) into storage as ``key``."""
+        path = self.path(key)
+        await self._run(self.fs.makedirs, path.rsplit("/", 1)[0], exist_ok=True)
+        await self._run(self.fs.put_file, os.fspath(local), path)
+
+    async def get_file(self, key: str, local: str | os.PathLike[str]) -> None:
+        """Copy ``key`` to a local scratch file; FileNotFoundError if there is no such object."""
+        await self._run(self.fs.get_file, self.path(key), os.fspath(local))
 
     async def move(self, src: str, dst: str) -> None:
         await self._run(self.fs.makedirs, self.path(dst).rsplit("/", 1)[0], exist_ok=True)

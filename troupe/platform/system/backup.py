@@ -7,6 +7,11 @@ the dump. Either all data is replaced or nothing changes. The schema itself is
 owned by the migrations, so a backup restores only into a database at the same
 migration heads.
 
+Dumps and manifests live in the storage backend (``troupe.infra.storage``,
+under ``backups/``), shared by every replica and node: a backup made through
+one replica is listed and restored through any other. Only the transient
+pg_dump/psql files touch the local disk (a scratch directory, removed after).
+
 The binaries are the embedded pgserver's (``pginstall/bin``), else the
 system's (PATH); pg_dump must not be older than the server it dumps."""
 
@@ -31,6 +36,7 @@ from troupe.config import get_settings
 from troupe.db import models
 from troupe.db.session import session_scope
 from troupe.errors import AppError, ErrorCode, invalid, not_found
+from troupe.infra.storage import get_storage
 from troupe.platform.auth.audit import audit
 from troupe.platform.deps import Principal
 from troupe.platform.system import schemas
@@ -40,10 +46,7 @@ _ENC_MAGIC = b"TRPBK1"  # file header of an encrypted backup: magic || nonce(12)
 _RESTORE_LOCK_TIMEOUT = "30s"
 
 
-def backups_dir() -> Path:
-    path = (get_settings().data_dir / "backups").resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+BACKUPS = "backups"  # the storage prefix of dumps and manifests
 
 
 def _binary(name: str) -> str:
@@ -119,15 +122,15 @@ def _plain_sql(path: Path, out: Path, key: bytes) -> None:
     out.write_bytes(data)
 
 
-def _manifest_path(backup_id: str) -> Path:
-    return backups_dir() / f"{backup_id}.json"
+def _manifest_key(backup_id: str) -> str:
+    return f"{BACKUPS}/{backup_id}.json"
 
 
-def _read_manifest(backup_id: str) -> dict:
-    path = _manifest_path(backup_id)
-    if not path.is_file():
-        raise not_found("Backup")
-    return json.loads(path.read_text())
+async def _read_manifest(backup_id: str) -> dict:
+    try:
+        return json.loads(await get_storage().read_bytes(_manifest_key(backup_id)))
+    except FileNotFoundError:
+        raise not_found("Backup") from None
 
 
 def _to_out(manifest: dict) -> schemas.BackupOut:
@@ -148,36 +151,36 @@ async def create_backup(*, session: AsyncSession, user: Principal,
     heads, tables = await _heads(session), await _tables(session)
     created = utcnow()
     backup_id = f"backup-{created:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
-    target = backups_dir() / f"{backup_id}.sql{'.gz' if body.compression else ''}{'.enc' if body.encryption else ''}"
-    partial = target.with_name(target.name + ".part")
-    args = [_binary("pg_dump"), "--data-only", "--no-owner", "--no-privileges", "--format=plain",
-            "--exclude-table=public.alembic_version", f"--file={partial}"]
-    if body.compression:
-        args.append("--compress=6")
-    try:
+    name = f"{backup_id}.sql{'.gz' if body.compression else ''}{'.enc' if body.encryption else ''}"
+    with tempfile.TemporaryDirectory(prefix="troupe-backup-") as scratch:
+        dump = Path(scratch) / name
+        args = [_binary("pg_dump"), "--data-only", "--no-owner", "--no-privileges", "--format=plain",
+                "--exclude-table=public.alembic_version", f"--file={dump}"]
+        if body.compression:
+            args.append("--compress=6")
         url, env = _libpq_target()
         await _run(*args, f"--dbname={url}", env_extra=env)
         if body.encryption:
-            await asyncio.to_thread(_seal_file, partial, get_settings().resolved_secrets_key())
-        partial.rename(target)
-    finally:
-        partial.unlink(missing_ok=True)
-    manifest = {"id": backup_id, "file": target.name, "size": target.stat().st_size,
+            await asyncio.to_thread(_seal_file, dump, get_settings().resolved_secrets_key())
+        size = (await asyncio.to_thread(dump.stat)).st_size
+        await get_storage().put_file(dump, f"{BACKUPS}/{name}")
+    manifest = {"id": backup_id, "file": name, "size": size,
                 "createdAt": created.isoformat(), "compression": body.compression,
                 "encryption": body.encryption, "createdBy": str(user.id), "schemaHeads": heads,
                 "tables": tables}
     # The manifest is written last: a listed backup always has its complete dump.
-    await asyncio.to_thread(_manifest_path(backup_id).write_text, json.dumps(manifest))
+    await get_storage().write_bytes(_manifest_key(backup_id), json.dumps(manifest).encode())
     await audit(session, action="system.backup", message=f"Backup {backup_id} created", user_id=user.id,
                 backupId=backup_id, size=manifest["size"])
     return _to_out(manifest)
 
 
 async def list_backups() -> list[schemas.BackupOut]:
-    def scan() -> list[dict]:
-        return [json.loads(p.read_text()) for p in backups_dir().glob("backup-*.json")]
-
-    manifests = await asyncio.to_thread(scan)
+    storage = get_storage()
+    names = [name for name, _ in await storage.listdir(BACKUPS)
+             if name.startswith("backup-") and name.endswith(".json")]
+    manifests = [json.loads(data) for data in await asyncio.gather(
+        *(storage.read_bytes(f"{BACKUPS}/{name}") for name in names))]
     return [_to_out(m) for m in sorted(manifests, key=lambda m: m["createdAt"], reverse=True)]
 
 
@@ -188,7 +191,7 @@ async def restore_backup(*, user: Principal, body: schemas.RestoreRequest) -> sc
         raise invalid("A restore always replaces the database's data", field="restoreData")
     if body.restore_files:
         raise invalid("Uploaded files are not included in backups", field="restoreFiles")
-    manifest = await asyncio.to_thread(_read_manifest, body.backup_id)
+    manifest = await _read_manifest(body.backup_id)
     async with session_scope() as session:
         running = (await session.execute(select(models.Task.id).where(
             models.Task.status == "running").limit(1))).first()
@@ -198,9 +201,12 @@ async def restore_backup(*, user: Principal, body: schemas.RestoreRequest) -> sc
     if heads != manifest["schemaHeads"]:
         raise AppError(ErrorCode.RESOURCE_IN_USE, "The backup was taken at another schema version",
                        details={"backup": manifest["schemaHeads"], "database": heads}, status=409)
-    source = backups_dir() / manifest["file"]
-    with tempfile.TemporaryDirectory(dir=backups_dir()) as tmp:
-        sql = Path(tmp) / "restore.sql"
+    with tempfile.TemporaryDirectory(prefix="troupe-restore-") as tmp:
+        source, sql = Path(tmp) / manifest["file"], Path(tmp) / "restore.sql"
+        try:
+            await get_storage().get_file(f"{BACKUPS}/{manifest['file']}", source)
+        except FileNotFoundError:
+            raise AppError(ErrorCode.STORAGE_ERROR, "The backup's dump is missing from storage") from None
         try:
             await asyncio.to_thread(_plain_sql, source, sql, get_settings().resolved_secrets_key())
         except Exception as exc:  # unreadable, corrupt, or sealed with another key
