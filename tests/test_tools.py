@@ -153,7 +153,8 @@ async def test_list_filters_search_sort_and_pagination(client, user_factory):
     a = await create(client, owner, name="Invoice parser", description="Reads PDF invoices", type="file",
                      category="productivity", tags=["pdf", "finance"])
     b = await create(client, owner, name="Slack notifier", description="Posts alerts", type="webhook",
-                     category="communication", tags=["chat"], isPublic=True)
+                     category="communication", tags=["chat"], isPublic=True,
+                     configuration={**tool_body()["configuration"], "webhook": {"secret": "whsec-0123456789abcdef"}})
     c = await create(client, owner, name="Sum", description="adds numbers", type="calculator", category="utility",
                      tags=["math", "finance"])
     h = owner.headers
