@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import func, select
 
-from tests.utils.engine import chain, executions, make_company, node, wait_status
+from tests.utils.engine import chain, executions, make_company, make_workflow, node, wait_status
 from tests.utils.fixtures import assert_error, assert_ok
 from tests.utils.stub_http import StubServer
 from troupe.config import get_settings
@@ -162,6 +162,15 @@ async def test_inline_api_key_is_sealed_masked_kept_and_opened_only_by_the_node(
     assert_ok(await client.post(f"/api/workflows/{created['id']}/import", headers=user.headers,
                                 json={"data": exported, "overwrite": True}))
     assert (await _stored_nodes(created["id"]))[1]["data"]["configuration"]["apiKey"] == stored
+
+    # A key stored in clear before keys were sealed reads masked too, and is sealed when kept.
+    legacy = await make_workflow(company, user.id, [node("in", "input"), node(
+        "ask", "agent", provider="openai", model="gpt-4o", apiKey=USER_KEY)], chain("in", "ask"), status="draft")
+    old = assert_ok(await client.get(f"/api/workflows/{legacy}", headers=user.headers))
+    assert old["nodes"][1]["data"]["configuration"]["apiKey"] == "********" and USER_KEY not in json.dumps(old)
+    assert_ok(await client.put(f"/api/workflows/{legacy}", headers=user.headers, json={"nodes": old["nodes"]}))
+    kept = (await _stored_nodes(legacy))[1]["data"]["configuration"]["apiKey"]
+    assert SecretBox.is_sealed(kept) and SecretBox().open(kept) == USER_KEY
 
     # The node task opens it for the call; the recorded input shows the mask.
     run = assert_ok(await client.post(f"/api/workflows/{created['id']}/execute", headers=user.headers,

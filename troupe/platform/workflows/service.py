@@ -254,12 +254,35 @@ def seal_node_secrets(nodes: list[dict[str, Any]], old: list[Any] | None, *,
                 continue
             value = config[key]
             if value == MASK:
-                if not SecretBox.is_sealed(previous.get(key)):
+                kept = previous.get(key)
+                if not _is_key(kept):
                     raise invalid(f"{field}: there is no stored key to keep; send the key", field=field)
-                config[key] = previous[key]
-            elif isinstance(value, str) and value and "{{" not in value and not SecretBox.is_sealed(value):
+                # A key stored before keys were sealed is sealed now.
+                config[key] = kept if SecretBox.is_sealed(kept) else box.seal(kept)
+            elif _is_key(value) and not SecretBox.is_sealed(value):
                 config[key] = box.seal(value)
     return nodes
+
+
+def _is_key(value: Any) -> bool:
+    """A stored key (plain or sealed); a template such as ``{{secrets.openai}}`` is not one."""
+    return isinstance(value, str) and bool(value) and "{{" not in value and value != MASK
+
+
+def node_keys_out(nodes: list[Any], *, drop: bool) -> list[Any]:
+    """Copies of ``nodes`` with every inline agent node's key masked (reads) or removed
+    (``drop``: exports and copies), plain keys stored before sealing included, and any
+    other sealed value masked or removed likewise."""
+    out = copy.deepcopy(list(nodes or []))
+    for node in out:
+        config = _agent_config(node)
+        for key in NODE_KEY_NAMES if config is not None else ():
+            if _is_key(config.get(key)):
+                if drop:
+                    del config[key]
+                else:
+                    config[key] = MASK
+    return _drop_sealed(out) if drop else mask_sealed(out)
 
 
 def _drop_sealed(value: Any) -> Any:
@@ -346,7 +369,7 @@ async def create_workflow(*, session: AsyncSession, user: Principal, body: s.Wor
     else:
         nodes = copy.deepcopy(list(template.nodes if template else []))
         if template is not None and template.company_id != company.id:
-            nodes = _drop_sealed(nodes)
+            nodes = node_keys_out(nodes, drop=True)
     workflow = models.Workflow(
         name=name,
         description=body.description if "description" in fields or not template else template.description,
@@ -505,7 +528,7 @@ async def export_workflow(*, session: AsyncSession, user: Principal, workflow_id
     configuration["secrets"] = strip_sealed(configuration.get("secrets"))
     exported = s.ExportedWorkflow.model_validate({
         "name": workflow.name, "description": workflow.description, "version": workflow.version or "1.0.0",
-        "nodes": _drop_sealed(workflow.nodes or []), "edges": workflow.edges, "configuration": configuration,
+        "nodes": node_keys_out(workflow.nodes, drop=True), "edges": workflow.edges, "configuration": configuration,
         "triggers": [workflow_triggers.exported(t) for t in workflow.triggers or []],
         "schedule": _schedule_input(workflow.schedule),
         "tags": list(workflow.tags or []), "templateCategory": workflow.template_category,
@@ -615,7 +638,7 @@ def to_out(workflow: models.Workflow) -> s.WorkflowOut:
         id=workflow.id, name=workflow.name, description=workflow.description, version=workflow.version or "1.0.0",
         company_id=workflow.company_id,
         # Sealed node values (an inline agent's apiKey) read as "********".
-        nodes=[s.WorkflowNode.model_validate(n) for n in mask_sealed(workflow.nodes or [])],
+        nodes=[s.WorkflowNode.model_validate(n) for n in node_keys_out(workflow.nodes, drop=False)],
         edges=[s.WorkflowEdge.model_validate(e) for e in workflow.edges or []],
         configuration=s.WorkflowConfiguration.model_validate(configuration),
         status=workflow.status or "draft",
