@@ -384,6 +384,20 @@ def simple(method: str, path: str, url: Callable[[World], str] | str, body: Any 
     case(method, path)(run)
 
 
+# Lists are asked for their newest 100, so that the world's object is on the page.
+NEWEST = "?limit=100&sort=createdAt&order=desc"
+# list route -> (the world's object it must show to exactly those who may read it, the route that reads it)
+LISTED = {
+    "/api/companies": ("company", "/api/companies/:id"),
+    "/api/agents": ("agent", "/api/agents/:id"),
+    "/api/tools": ("tool", "/api/tools/:id"),
+    "/api/workflows": ("workflow", "/api/workflows/:id"),
+    "/api/tasks": ("task", "/api/tasks/:id"),
+    "/api/files": ("file", "/api/files/:id"),
+    "/api/notifications": ("notification", "/api/notifications/:id/read"),
+}
+
+
 # ---- auth
 
 
@@ -490,7 +504,7 @@ async def _invite(w, who):
 # ---- companies
 
 COMPANY_BODY = {"name": "Matrix Co", "type": "software", "industry": "technology"}
-simple("GET", "/api/companies", "/api/companies")
+simple("GET", "/api/companies", "/api/companies" + NEWEST)
 simple("POST", "/api/companies", "/api/companies", COMPANY_BODY)
 simple("GET", "/api/companies/:id", lambda w: f"/api/companies/{w.company}")
 simple("PUT", "/api/companies/:id", lambda w: f"/api/companies/{w.company}", {"description": "changed"})
@@ -516,7 +530,7 @@ async def _import_company(w, who):
 
 # ---- agents
 
-simple("GET", "/api/agents", "/api/agents")
+simple("GET", "/api/agents", "/api/agents" + NEWEST)
 simple("POST", "/api/agents", "/api/agents", lambda w: {
     "name": "Matrix agent", "description": "d", "type": "analytical", "model": "simulated",
     "provider": "simulated", "capabilities": ["x"], "companyId": w.company})
@@ -554,7 +568,7 @@ async def _unpublish(w, who):
 
 TOOL_BODY = {"name": "Matrix tool", "description": "adds", "type": "calculator", "category": "utility",
              "configuration": {}, "schema": CALC_SCHEMA}
-simple("GET", "/api/tools", "/api/tools")
+simple("GET", "/api/tools", "/api/tools" + NEWEST)
 simple("POST", "/api/tools", "/api/tools", lambda w: {**TOOL_BODY, "name": f"Matrix {uuid.uuid4().hex[:6]}"})
 simple("GET", "/api/tools/marketplace", "/api/tools/marketplace")
 simple("GET", "/api/tools/:id", lambda w: f"/api/tools/{w.tool}")
@@ -584,7 +598,7 @@ async def _uninstall(w, who):
 
 # ---- workflows
 
-simple("GET", "/api/workflows", "/api/workflows")
+simple("GET", "/api/workflows", "/api/workflows" + NEWEST)
 simple("POST", "/api/workflows", "/api/workflows", lambda w: {"name": "Matrix flow", "companyId": w.company})
 simple("GET", "/api/workflows/templates", "/api/workflows/templates")
 simple("GET", "/api/workflows/:id", lambda w: f"/api/workflows/{w.workflow}")
@@ -630,7 +644,7 @@ async def _import_workflow(w, who):
 
 # ---- tasks
 
-simple("GET", "/api/tasks", "/api/tasks")
+simple("GET", "/api/tasks", "/api/tasks" + NEWEST)
 simple("GET", "/api/tasks/queue", "/api/tasks/queue")
 simple("POST", "/api/tasks", "/api/tasks", lambda w: {"name": "t", "type": "workflow", "companyId": w.company,
                                                       "workflowId": w.workflow})
@@ -662,16 +676,23 @@ task_case("POST", "retry", "failed", {})
 
 for _path in ("/api/dashboard/stats", "/api/dashboard/performance", "/api/dashboard/alerts", "/api/logs",
               "/api/metrics/system", "/api/metrics/performance", "/api/metrics/business", "/api/settings",
-              "/api/settings/health", "/api/settings/backups", "/api/notifications", "/api/files",
+              "/api/settings/health", "/api/settings/backups",
               "/api/files/storage/usage", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"):
     simple("GET", _path, _path)
 simple("PUT", "/api/settings", "/api/settings", {})
 simple("POST", "/api/settings/backup", "/api/settings/backup")
 simple("POST", "/api/settings/restore", "/api/settings/restore", {"backupId": "no-such-backup"})
+simple("GET", "/api/notifications", "/api/notifications" + NEWEST)
 simple("POST", "/api/notifications/read-all", "/api/notifications/read-all")
 simple("POST", "/api/notifications/:id/read", lambda w: f"/api/notifications/{w.notification}/read")
 
 # ---- files
+
+
+@case("GET", "/api/files")
+async def _list_files(w, who):
+    await w.file()
+    return lambda: w.request(who, "GET", "/api/files" + NEWEST)
 
 
 @case("POST", "/api/files/upload")
@@ -810,6 +831,28 @@ def judge(expect: Expect, response: Any) -> str | None:
     return None if good else f"got {status} {code}: {str(body)[:300]}"
 
 
+def _ids(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        found = {str(value["id"])} if "id" in value else set()
+        return found.union(*(_ids(v) for k, v in value.items() if isinstance(v, list | dict) and k != "id"))
+    if isinstance(value, list):
+        return set().union(*(_ids(v) for v in value))
+    return set()
+
+
+async def listing_problem(w: World, path: str, role: str, response: Any,
+                          table: dict[tuple[str, str], Row]) -> str | None:
+    """A list shows the world's object to exactly those who may read it (admins see every tenant,
+    so the newest page need not hold it: their reading is the ``GET /:id`` row's business)."""
+    attribute, reader = LISTED[path]
+    target = await w.file() if attribute == "file" else getattr(w, attribute)
+    may_read = next(r for (m, p), r in table.items() if p == reader).expect[role].kind == "ok"
+    listed = target in _ids(response.json()["data"])
+    if listed != may_read:
+        return f"the list {'leaves out' if may_read else 'shows'} the {attribute} {target}"
+    return None
+
+
 async def _call(call: Call) -> Any:
     """The answer; a 503 (a backing service slow on the shared test machine) is asked again."""
     for attempt in range(4):
@@ -834,7 +877,7 @@ class Finding:
         return f"{self.method} {self.path} as {self.role}: expected {want}, {self.problem}"
 
 
-async def run_row(row: Row, client, base_url: str) -> list[Finding]:
+async def run_row(row: Row, table: dict[tuple[str, str], Row], client, base_url: str) -> list[Finding]:
     w = await build_world(client, base_url)
     prepare = CASES[(row.method, row.path)]
     # Refused calls first, so that nothing an allowed call set going can move the world under them.
@@ -847,6 +890,8 @@ async def run_row(row: Row, client, base_url: str) -> list[Finding]:
             before = await snapshot(w) if expect.kind in ("refused", "item") else None
             response = await _call(call)
             problem = judge(expect, response)
+            if problem is None and row.method == "GET" and row.path in LISTED and role not in ("anonymous", "admin"):
+                problem = await listing_problem(w, row.path, role, response, table)
             if problem is None and before is not None:
                 changed = _diff(before, await snapshot(w))
                 if changed:
@@ -864,7 +909,7 @@ async def test_route_matrix(client, base_url):
 
     async def one(row: Row) -> list[Finding]:
         async with gate:
-            return await run_row(row, client, base_url)
+            return await run_row(row, rows, client, base_url)
 
     findings = [f for group in await asyncio.gather(*(one(r) for r in rows.values())) for f in group]
     assert not findings, f"{len(findings)} cells differ from {TABLE.name}:\n" + "\n".join(map(str, findings))
