@@ -156,7 +156,8 @@ async def fire_due_schedules(*, now: datetime | None = None) -> list[models.Task
     next_run = models.Workflow.schedule["nextRun"].astext
     async with session_scope() as session:
         due = (await session.execute(select(models.Workflow.id).where(
-            models.Workflow.status == "active", next_run.is_not(None), next_run <= iso(now))
+            models.Workflow.status == "active", next_run.is_not(None), next_run <= iso(now),
+            models.Workflow.schedule["enabled"].as_boolean().is_(True))
             .order_by(next_run).limit(SCHEDULE_BATCH))).scalars().all()
     fired: list[models.Task] = []
     for workflow_id in due:
@@ -175,7 +176,7 @@ async def _fire_one(workflow_id: uuid.UUID, now: datetime) -> models.Task | None
         workflow = await session.get(models.Workflow, workflow_id)
         schedule = dict(workflow.schedule or {}) if workflow is not None else {}
         if workflow is None or not schedule.get("enabled") or not schedule.get("nextRun"):
-            return None
+            return None  # changed since the scan
         stored_next = schedule["nextRun"]
         cron, timezone = schedule.get("cron") or "", schedule.get("timezone") or "UTC"
         if not schedule_valid(schedule):
