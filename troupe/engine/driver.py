@@ -115,6 +115,7 @@ class RunDriver:
         self.triggers: list[Any] = []
         self.tokens = 0
         self.cost = 0.0
+        self.label = ""  # "<company>/<workflow>", in node task names
         self._pending_event: tuple[Any, ...] | None = None
         self._event_timer: asyncio.TimerHandle | None = None
         self._last_event = 0.0
@@ -134,11 +135,13 @@ class RunDriver:
                 workflow = await session.get(models.Workflow, task.workflow_id)
                 if workflow is None:
                     raise RunFailed("RES_001", "workflow not found")
+                self.label = workflow.name
                 self.nodes, self.edges = list(workflow.nodes or []), list(workflow.edges or [])
                 self.config = dict(workflow.configuration or {})
                 self.schedule, self.triggers = dict(workflow.schedule or {}), list(workflow.triggers or [])
             elif task.agent_id:
                 self.nodes, self.edges, self.config = single_agent_graph(task)
+                self.label = f"agent {task.agent_id}"
             else:
                 raise RunFailed("BIZ_001", "task has neither a workflow nor an agent")
             rows = (await session.execute(select(models.TaskExecution).where(
@@ -172,6 +175,10 @@ class RunDriver:
                 if tool is not None:
                     self.tools[tid] = ToolSpec(id=tid, type=tool.type, configuration=tool.configuration or {},
                                                schema=tool.schema or {})
+            if task.company_id:
+                company = await session.scalar(select(models.Company.name).where(models.Company.id == task.company_id))
+                # Ray task names (dashboard, `ray list tasks`): node:<run>:<node>:<iteration>:<attempt> <company>/<workflow>
+                self.label = f"{(company or '?')[:40]}/{self.label[:40]}"
         self.ledger.company_id, self.ledger.user_id = self.task.company_id, self.task.created_by
         # The one validator execute used: the workflow may have changed since the run was queued.
         errors = errors_of(validate_graph(self.nodes, self.edges, self.config))
@@ -535,7 +542,9 @@ class RunDriver:
     async def _submit(self, spec: NodeSpec, limit_s: float) -> NodeResult:
         # TROUPE_NODE_TASK_RESOURCES (JSON, e.g. {"worker": 0.01}) pins node tasks to nodes offering them.
         resources = get_settings().node_task_resources
-        ref = execute_node.options(name=f"node:{self.task_id}:{spec.node_id}:{spec.iteration}:{spec.attempt}",
+        agent = f" agent:{spec.agent_id}" if spec.agent_id else ""
+        ref = execute_node.options(name=f"node:{self.task_id}:{spec.node_id}:{spec.iteration}:{spec.attempt} "
+                                        f"{self.label}{agent}",
                                    num_cpus=WAITING_NODE_CPUS if spec.type in WAITING_TYPES else 1,
                                    **({"resources": resources} if resources else {})).remote(spec)
         self.control.refs.add(ref)
