@@ -288,12 +288,12 @@ async def test_saved_agent_settings(client, user, stub):
 
 
 async def test_knowledge_sources_are_indexed_and_the_best_chunks_reach_the_prompt(client, user, stub):
-    page = ("<html><head><script>var hidden = 'zebra';</script></head><body>"
-            "<p>The Troupe launch code word is PELICAN.</p><p>Unrelated text about gardening and soil.</p>"
-            "</body></html>")
+    page = {"html": "<html><head><script>var hidden = 'zebra';</script></head><body>"
+                    "<p>The Troupe launch code word is PELICAN.</p><p>Unrelated text about gardening and soil.</p>"
+                    "</body></html>"}
 
     async def serve_page(request: web.Request) -> web.Response:
-        return web.Response(text=page, content_type="text/html")
+        return web.Response(text=page["html"], content_type="text/html")
 
     stub.server.route("GET", "/doc", serve_page)
     await stub.server.stop()
@@ -311,6 +311,30 @@ async def test_knowledge_sources_are_indexed_and_the_best_chunks_reach_the_promp
     assert_ok(await client.post(f"/api/agents/{agent}/test", headers=user.headers,
                                 json={"input": "When was the bakery founded?"}))
     assert "Marguerite founded it in 1921." in stub.bodies[-1]["messages"][0]["content"]
+
+    # A clone brings the indexed chunks along.
+    clone = assert_ok(await client.post(f"/api/agents/{agent}/clone", headers=user.headers,
+                                        json={"name": "copy", "companyId": company}), 201)["id"]
+    from sqlalchemy import text
+
+    from troupe.db.session import session_scope
+
+    async with session_scope() as session:
+        counts = dict((await session.execute(text(
+            "SELECT agent_id::text, count(*) FROM agent_knowledge_chunks WHERE agent_id = ANY(:ids) "
+            "GROUP BY agent_id"), {"ids": [uuid.UUID(agent), uuid.UUID(clone)]})).all())
+    assert counts[agent] == counts[clone] >= 2
+
+    # URL sources are fetched again (the actor starts this when they are older than updateFrequency).
+    from troupe.knowledge.index import refresh_urls
+
+    page["html"] = "<p>The launch code word is now ALBATROSS.</p>"
+    assert await refresh_urls(agent) == 1
+    stub.script = [_answer("ALBATROSS")]
+    assert_ok(await client.post(f"/api/agents/{agent}/test", headers=user.headers,
+                                json={"input": "What is the launch code word?"}))
+    system = stub.bodies[-1]["messages"][0]["content"]
+    assert "ALBATROSS" in system and "PELICAN" not in system
 
     # A source that cannot be read is refused when the agent is saved.
     assert_error(await client.put(f"/api/agents/{agent}", headers=user.headers, json={"configuration": {

@@ -406,6 +406,11 @@ async def clone_agent(*, session: AsyncSession, user: Principal, agent_id: str, 
         tags=list(source.tags or []), version="1.0.0", is_public=False)
     session.add(agent)
     await session.flush()
+    # The source's indexed knowledge comes along (its sources may be files only its owner can read).
+    await session.execute(text(
+        "INSERT INTO agent_knowledge_chunks (agent_id, source, kind, position, content, indexed_at) "
+        "SELECT :clone, source, kind, position, content, indexed_at FROM agent_knowledge_chunks "
+        "WHERE agent_id = :source"), {"clone": agent.id, "source": source.id})
     return to_read(agent)
 
 
