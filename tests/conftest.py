@@ -22,9 +22,10 @@ os.environ.setdefault("TROUPE_MAX_BODY_BYTES", "262144")
 # The test deployment admits loopback for local webhook/tool targets (tests/test_engine_outbound.py);
 # production keeps the empty default.
 os.environ.setdefault("TROUPE_OUTBOUND_ALLOWLIST", '["127.0.0.1"]')
-# The suite's HTTP client stands in for a reverse proxy on 127.0.0.1: tests name each flow's
-# client with X-Forwarded-For (tests/auth_helpers.py fresh_ip). Other loopback addresses
-# (127.0.0.2, ...) are untrusted clients (tests/test_security_platform.py).
+# Serve's front door (HAProxy, on loopback here) is the replicas' peer and passes X-Forwarded-For on
+# as the client sent it: the suite's client plays the load balancer that sets it, so that each flow
+# has its own address (tests/auth_helpers.py fresh_ip). tests/test_security_platform.py checks peers
+# that are not trusted.
 os.environ.setdefault("TRUSTED_PROXIES", '["127.0.0.1/32"]')
 # Test-only node behaviour (injected faults) is a plugin of the suite's, loaded by every worker.
 os.environ.setdefault("TROUPE_NODE_PLUGINS", "tests.utils.fault_nodes")

@@ -21,6 +21,11 @@ SERVE_ENV = {
     # Serve's 30 s default is for external balancers; its own HAProxy health-checks
     # every 250 ms, and open sockets are told to move at once (realtime/drain.py).
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+    # Serve's HTTP servers are uvicorn, which by default believes X-Forwarded-For from
+    # loopback peers, and Serve's HAProxy front door connects from loopback without adding
+    # the header: any client could name its own address. Off: the client address is
+    # resolved once, by our middleware, from TRUSTED_PROXIES (troupe/platform/middleware.py).
+    "FORWARDED_ALLOW_IPS": "",
 }
 
 
