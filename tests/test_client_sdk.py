@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.utils.engine import chain, make_company, make_workflow, node
-from troupe.client import AsyncClient, Client, ItemResult, TroupeError
+from troupe.client import AsyncClient, Client, ItemResult, TroupeError, watch
 
 FAIL_EVERY = 37  # inputs whose index % FAIL_EVERY == 5 fail
 
@@ -164,13 +164,25 @@ async def test_run_batch_of_500_in_order_with_failures(base_url, user):
     print(f"500 runs in {time.monotonic() - started:.1f} s")
 
 
-async def test_async_client_run_batch_in_chunks(base_url, user):
+async def test_async_client_run_batch_in_chunks(base_url, user, monkeypatch):
     company = await make_company(user.id, maxConcurrency=50)
     workflow = await make_workflow(company, user.id, *_failing_workflow_nodes(), retryPolicy={"maxRetries": 0})
     inputs = _inputs(200)
     async with AsyncClient(base_url, email=user.email, password=user.password) as troupe:
-        results = await troupe.run_batch(workflow, inputs, chunk_size=64, timeout=600)
+        heard: set[str] = set()
+        real = watch.BatchFollower._on_event
+
+        def counting(self, payload):
+            if payload.get("status") in ("completed", "failed"):
+                heard.add(str(payload.get("taskId")))
+            return real(self, payload)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(watch.BatchFollower, "_on_event", counting)
+            results = await troupe.run_batch(workflow, inputs, chunk_size=64, timeout=600)
         _check_results(results, inputs)
+        # The ends came over the WebSocket (polling is only the safety net).
+        assert len(heard & {r.task_id for r in results}) >= len(inputs) // 2, len(heard)
         # The same client keeps working after its token expired mid-session.
         troupe.token = await asyncio.to_thread(_expired_token, user)
         one = await troupe.run(workflow, {"i": 0, "fail": None}, timeout=120)
@@ -178,6 +190,18 @@ async def test_async_client_run_batch_in_chunks(base_url, user):
         assert [c.id async for c in troupe.companies.list()] == [company]
         failed = await troupe.run(workflow, {"i": 1, "fail": "BIZ_004"}, timeout=120)
         assert failed.status == "failed" and failed.error["code"] == "BIZ_004"
+
+
+async def test_run_batch_falls_back_to_polling(base_url, user, monkeypatch):
+    async def no_socket(self) -> None:  # as if /api/ws could not be reached
+        return None
+
+    monkeypatch.setattr(watch.BatchFollower, "_follow_socket", no_socket)
+    company = await make_company(user.id, maxConcurrency=50)
+    workflow = await make_workflow(company, user.id, *_failing_workflow_nodes(), retryPolicy={"maxRetries": 0})
+    inputs = _inputs(60)
+    with Client(base_url, email=user.email, password=user.password) as troupe:
+        _check_results(troupe.run_batch(workflow, inputs, timeout=300), inputs)
 
 
 async def test_batch_execute_is_all_or_nothing(base_url, user):
