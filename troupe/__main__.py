@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import signal
 import sys
-import threading
+import time
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM unwinds exactly like Ctrl-C
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    """Everything started here stops on Ctrl-C or SIGTERM, at any point: Serve and Ray
+    in the ``finally`` below, the embedded Postgres and Redis at exit (troupe.infra.embedded)."""
+    signal.signal(signal.SIGTERM, _interrupt)  # before anything starts, so nothing is left half-started
     import ray
     from ray import serve
 
@@ -18,29 +26,37 @@ def cmd_run(args: argparse.Namespace) -> None:
     from troupe.infra.bootstrap import prepare
     from troupe.platform.ingress import apply_serve_env, build
 
-    apply_serve_env()
-    env = prepare()
-    settings = get_settings()
-    context = ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace="troupe",
-                       include_dashboard=True, dashboard_host="127.0.0.1",
-                       _metrics_export_port=settings.metrics_port,
-                       runtime_env={"env_vars": env})
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build(env, replicas=settings.serve_replicas), name="troupe", route_prefix="/")
-    base = f"http://{settings.host}:{settings.port}"
-    dashboard = context.dashboard_url or ""
-    print(f"\nTroupe is running.\n  API docs:       {base}/docs\n  OpenAPI:        {base}/openapi.json"
-          f"\n  Ray dashboard:  {'http://' + dashboard if dashboard and not dashboard.startswith('http') else dashboard}"
-          f"\n  Metrics:        http://127.0.0.1:{settings.metrics_port}/metrics (Prometheus)\n  Data directory: {settings.data_dir}\nCtrl-C stops it.\n",
-          flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    external = os.environ.get("RAY_ADDRESS") or None
     try:
-        stop.wait()
+        apply_serve_env()
+        env = prepare()
+        settings = get_settings()
+        # "local": a Ray of our own unless RAY_ADDRESS names a cluster (never one found lying around).
+        context = ray.init(address=external or "local", namespace="troupe",
+                           include_dashboard=True, dashboard_host="127.0.0.1",
+                           _metrics_export_port=settings.metrics_port,
+                           runtime_env={"env_vars": env})
+        signal.signal(signal.SIGTERM, _interrupt)
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.run(build(env, replicas=settings.serve_replicas), name="troupe", route_prefix="/")
+        base = f"http://{settings.host}:{settings.port}"
+        dashboard = context.dashboard_url or ""
+        print(f"\nTroupe is running.\n  API docs:       {base}/docs\n  OpenAPI:        {base}/openapi.json"
+              f"\n  Ray dashboard:  {'http://' + dashboard if dashboard and not dashboard.startswith('http') else dashboard}"
+              f"\n  Metrics:        http://127.0.0.1:{settings.metrics_port}/metrics (Prometheus)\n  Data directory: {settings.data_dir}\nCtrl-C stops it.\n",
+              flush=True)
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
-        pass
+        print("\nStopping Troupe...", flush=True)
     finally:
-        serve.shutdown()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop at a time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if external and ray.is_initialized():
+            # On a cluster of someone else's, take our application off it; a Ray of our own
+            # goes as a whole below (faster than draining replicas one by one).
+            with contextlib.suppress(Exception):
+                serve.shutdown()
         ray.shutdown()
 
 
