@@ -777,7 +777,8 @@ async def import_company(*, session: AsyncSession, user: Principal, company_id: 
         nodes = [n.model_dump(mode="json", by_alias=True, exclude_none=True) for n in wf.nodes]
         row = models.Workflow(
             name=wf.name, description=wf.description, version=wf.version, company_id=company.id,
-            nodes=_remap_nodes(nodes, agent_map),
+            # A document never brings sealed values in (one could be another tenant's ciphertext).
+            nodes=_remap_nodes(nodes, agent_map, []),
             edges=[e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in wf.edges],
             configuration=scrub_secrets(wf.configuration), status="draft",
             triggers=scrub_secrets(wf.triggers),
