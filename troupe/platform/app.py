@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from troupe import __version__
 from troupe.config import get_settings
 from troupe.infra.metrics import HttpMetricsMiddleware
-from troupe.platform import handlers
+from troupe.platform import handlers, openapi
 from troupe.platform.maintenance import MaintenanceMiddleware
 from troupe.platform.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from troupe.platform.ratelimit import ApiRateLimitMiddleware
@@ -73,6 +73,7 @@ def create_app(*, behind_serve: bool = False) -> FastAPI:
                        echo_request_id=not behind_serve)
 
     _include_routers(app)
+    openapi.install(app)  # error statuses declared with the envelope's model
     return app
 
 

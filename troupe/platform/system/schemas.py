@@ -88,11 +88,12 @@ class SystemSettings(CamelModel):
 
 def _partial(model: type[CamelModel], name: str, **overrides: Any) -> type[StrictInput]:
     fields: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        # Keep the field's constraints (ranges, patterns) but make it optional.
+    # `field` (not `name`): the loop must not shadow the model's name given to create_model.
+    for field, info in model.model_fields.items():
+        # Keep the field's constraints (ranges, patterns) and camelCase alias, but make it optional.
         optional = copy.copy(info)
         optional.default, optional.default_factory = None, None
-        fields[name] = (info.annotation | None, optional)
+        fields[field] = (info.annotation | None, optional)
     fields.update(overrides)
     return create_model(name, __base__=StrictInput, **fields)
 
