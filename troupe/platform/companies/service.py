@@ -679,7 +679,10 @@ async def export_company(*, session: AsyncSession, user: Principal, company_id: 
                               tags=list(company.tags or []), logo=company.logo, website=company.website),
         agents=[ExportAgent(id=str(a.id), name=a.name, description=a.description or "", type=a.type,
                             model=a.model, provider=a.provider, capabilities=list(a.capabilities or []),
-                            configuration=a.configuration or {}, tags=list(a.tags or [])) for a in agents],
+                            # The agent's own key stays here; training examples are runtime state.
+                            configuration={k: v for k, v in (a.configuration or {}).items()
+                                           if k not in ("apiKey", "fewShotExamples")},
+                            tags=list(a.tags or [])) for a in agents],
         tools=[ExportToolLink(id=t.id, name=t.name, version=t.version) for t in tools],
         workflows=[ExportWorkflow(
             id=str(w.id), name=w.name, description=w.description, version=w.version or "1.0.0",
