@@ -73,9 +73,9 @@ class TaskOut(CamelModel):
     id: uuid.UUID
     name: str
     description: str | None = None
-    type: str
-    status: str
-    priority: str
+    type: TaskType
+    status: TaskStatus
+    priority: Priority
     company_id: uuid.UUID | None = None
     workflow_id: uuid.UUID | None = None
     agent_id: uuid.UUID | None = None

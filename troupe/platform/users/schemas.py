@@ -14,6 +14,9 @@ from troupe.platform.schemas import CamelModel, StrictInput, deep_merge
 
 Role = Literal["admin", "user", "viewer"]
 Status = Literal["active", "inactive", "suspended"]
+# In answers: every platform role (rbac.Role), and the invitations table's CHECK constraint.
+AccountRole = Literal["super_admin", "admin", "user", "viewer"]
+InvitationStatus = Literal["pending", "accepted", "revoked", "expired"]
 
 # The spec gives the shape of UserProfile but no values; these are what a new account sees.
 DEFAULT_PREFERENCES: dict[str, Any] = {
@@ -83,8 +86,8 @@ class UserOut(CamelModel):
     first_name: str
     last_name: str
     avatar: str | None = None
-    role: str
-    status: str
+    role: AccountRole
+    status: Status
     permissions: list[str]
     profile: UserProfile
     companies: list[uuid.UUID]
@@ -111,9 +114,9 @@ class InvitationOut(CamelModel):
     company_id: uuid.UUID
     user_id: uuid.UUID | None = None
     email: str
-    role: str
+    role: Literal["member", "viewer"]
     message: str | None = None
-    status: str
+    status: InvitationStatus
     invited_by: uuid.UUID | None = None
     expires_at: datetime
     created_at: datetime | None = None
