@@ -142,10 +142,9 @@ def table(rows: Iterable[Record], columns: list[str], as_json: bool, limit: int)
 # -- commands ---------------------------------------------------------------------------------------
 
 @app.command()
-def login(url: Url = None,
-          email: Annotated[str, typer.Option(prompt=True, envvar="TROUPE_EMAIL")] = "",
-          password: Annotated[str, typer.Option(prompt=True, hide_input=True, envvar="TROUPE_PASSWORD")] = "",
-          as_json: Json = False) -> None:
+def login(email: Annotated[str, typer.Option(prompt=True, envvar="TROUPE_EMAIL")],
+          password: Annotated[str, typer.Option(prompt=True, hide_input=True, envvar="TROUPE_PASSWORD")],
+          url: Url = None, as_json: Json = False) -> None:
     """Log in and keep the session's tokens in the config file."""
     base = url or load_config().get("url") or DEFAULT_URL
     try:

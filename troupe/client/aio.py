@@ -274,6 +274,10 @@ class AsyncClient:
         rate (429) and, for reads, an unavailable service (502-504) or a lost connection are
         retried with backoff (``Retry-After`` when given)."""
         refreshed = False
+        if auth and self.token is None:  # not entered with `async with`: log in on first use
+            async with self._refresh_lock:
+                if self.token is None:
+                    await self.login()
         for attempt in range(RETRIES + 1):
             sent_with = self.token
             headers = {"Authorization": f"Bearer {sent_with}"} if auth and sent_with else {}
