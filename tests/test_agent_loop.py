@@ -282,6 +282,7 @@ async def test_saved_agent_settings(client, user, stub):
         ("openai", {"baseUrl": "ftp://x"}, "configuration.baseUrl"),
         ("openai", {"safety": {"biasDetection": True}}, "configuration.safety.biasDetection"),
         ("openai", {"safety": {"toxicityThreshold": 0.5}}, "configuration.safety.toxicityThreshold"),
+        ("openai", {"integrations": {"slack": True}}, "configuration.integrations.slack"),
     ]:
         assert_error(await client.post("/api/agents", headers=user.headers, json={
             **base, "provider": provider, "configuration": configuration}), 422, "VAL_001", field=field)

@@ -176,8 +176,14 @@ def seal_api_key(config: dict[str, Any], sent: str | None, stored: Any, *, field
 
 
 def refuse_unevaluated(config: AgentConfiguration, *, field: str = "configuration") -> None:
-    """Safety settings nothing evaluates are refused rather than stored as if they worked:
-    there is no toxicity or bias classifier (contentFilter and personalDataFilter are applied)."""
+    """Settings nothing evaluates are refused rather than stored as if they worked: there is
+    no chat-platform connector, no toxicity or bias classifier (contentFilter and personalDataFilter are applied)."""
+    enabled = [name for name, on in config.integrations.model_dump(by_alias=True).items() if on]
+    if enabled:
+        # No chat-platform connector ships with Troupe: an enabled integration would be stored
+        # and never used.
+        raise invalid(f"integrations are not available: {', '.join(enabled)} has no connector",
+                      field=f"{field}.integrations.{enabled[0]}")
     safety = config.safety
     if "safety" not in config.model_fields_set:
         return
