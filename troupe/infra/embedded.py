@@ -74,6 +74,20 @@ def _release(server_dir: Path, stop: Callable[[], None]) -> None:
             log.exception("could not stop the embedded server under %s", server_dir)
 
 
+def _stop_process(pid: int, sig: int) -> None:
+    """Ask ``pid`` to stop with ``sig``; kill it if it is still there after STOP_WAIT_S."""
+    try:
+        process = psutil.Process(pid)
+        process.send_signal(sig)
+        process.wait(STOP_WAIT_S)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        log.warning("embedded server %s did not stop in %.0f s; killing it", pid, STOP_WAIT_S)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
 def _postmaster_running(pgdata: Path) -> bool:
     try:
         pid = int((pgdata / "postmaster.pid").read_text().split()[0])
@@ -97,11 +111,13 @@ def start_postgres(data_dir: Path) -> str:
         return not was_running
 
     def stop() -> None:
-        from pgserver import _commands
-
-        # Fast shutdown: sessions are ended, the data is checkpointed.
-        _commands.pg_ctl(["-w", "-t", str(int(STOP_WAIT_S)), "-m", "fast", "stop"], pgdata=pgdata,
-                         user=holder["server"].system_user, timeout=STOP_WAIT_S + 2)
+        # SIGINT to the postmaster is Postgres's fast shutdown (sessions ended, data checkpointed).
+        # Signalled directly: pg_ctl would run as pgserver's system user, who may not reach pgdata's path.
+        try:
+            pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        _stop_process(pid, signal.SIGINT)
 
     _use(pgdata, ensure_running, stop)
     return holder["server"].get_uri()
@@ -124,15 +140,9 @@ def start_redis(data_dir: Path) -> str:
     def stop() -> None:
         try:
             pid = int(pid_file.read_text().strip())
-            os.kill(pid, signal.SIGTERM)  # Redis flushes its append-only file and exits
         except (OSError, ValueError):
             return
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process = psutil.Process(pid)
-            try:
-                process.wait(STOP_WAIT_S)
-            except psutil.TimeoutExpired:
-                process.kill()
+        _stop_process(pid, signal.SIGTERM)  # Redis flushes its append-only file and exits
 
     _use(root, ensure_running, stop)
     return url[0]
