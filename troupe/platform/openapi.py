@@ -99,15 +99,20 @@ def _rate_limited(path: str) -> bool:
     return not (path.startswith(ratelimit.EXEMPT_PREFIXES) or path.rstrip("/") in ratelimit.EXEMPT_PATHS)
 
 
-def error_statuses(*, method: str, path: str, dependant: Dependant) -> set[int]:
-    """The error statuses one operation can answer, derived from what it depends on."""
+def _authenticated(dependant: Dependant) -> bool:
+    return any(d.call is get_current_user for d in _dependencies(dependant))
+
+
+def error_statuses(*, method: str, path: str, dependant: Dependant, has_body: bool) -> set[int]:
+    """The error statuses one operation can answer, derived from what it depends on.
+    ``has_body``: the operation documents a request body (uploads read theirs as a stream)."""
     deps = list(_dependencies(dependant))
     statuses = {500, 503}
     if _rate_limited(path):
         statuses.add(429)
-    if any(d.call is get_current_user for d in deps):
+    if _authenticated(dependant):
         statuses |= {401, 403}
-    has_body = any(d.body_params for d in deps)
+    has_body = has_body or any(d.body_params for d in deps)
     has_input = has_body or any(d.path_params or d.query_params or d.header_params for d in deps)
     if any(d.path_params for d in deps):
         statuses.add(404)
@@ -144,8 +149,13 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             operation = document["paths"].get(path, {}).get(method.lower())
             if operation is None:
                 continue
+            if operation.get("security") and not _authenticated(route.dependant):
+                # A token is optional here (health shows details to system:read): say so.
+                operation["security"] = [{}, *operation["security"]]
             responses = operation.setdefault("responses", {})
-            for status in sorted(error_statuses(method=method, path=path, dependant=route.dependant)):
+            statuses = error_statuses(method=method, path=path, dependant=route.dependant,
+                                      has_body="requestBody" in operation)
+            for status in sorted(statuses):
                 declared = responses.get(str(status))
                 # FastAPI's own 422 (HTTPValidationError) is replaced; a route's own
                 # declaration (health's 503 report) is kept, given content if it has none.
