@@ -272,7 +272,9 @@ def deployment() -> Iterator[Deployment]:
             _wait("the head's dashboard", head_up, 180)
             if nodes[-1].proc.poll() is None:
                 break
-            nodes.pop().stop()
+            failed = nodes.pop()
+            failed.stop()
+            shutil.rmtree(failed.temp_dir, ignore_errors=True)
         assert nodes and nodes[-1].proc.poll() is None, "the head node did not start"
 
         def start_worker() -> RayNode:
@@ -288,7 +290,7 @@ def deployment() -> Iterator[Deployment]:
                 # On a loaded machine a node can time out during start-up (its raylet waits on the GCS):
                 # start it again, as an operator would.
                 restarts[0] -= 1
-                nodes[-1].stop()
+                nodes[-1].stop()  # its temp dir goes with the others at the end
                 nodes.append(start_worker())
             alive = _list_nodes(dashboard, env)
             if len(alive) != 2:
@@ -376,7 +378,8 @@ def test_serve_deploy_on_two_ray_nodes_runs_batches_and_survives_losing_the_work
         # The second batch's runs last long enough to be mid-flight when the worker stops.
         three = api.request("POST", "/api/workflows", json={
             "companyId": company["id"], "name": "with-work", "status": "active",
-            "nodes": [_node("input", "input"), _node("work", "delay", seconds=0.5), _node("output", "output")],
+            "nodes": [_node("input", "input"), _node("work", "delay", seconds=0.5),
+                      _node("output", "output", value={"i": "{{input.i}}"})],
             "edges": [{"id": "a", "source": "input", "target": "work"},
                       {"id": "b", "source": "work", "target": "output"}]})
 
