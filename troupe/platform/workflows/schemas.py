@@ -33,6 +33,9 @@ VariableName = Annotated[str, Field(min_length=1, max_length=100)]
 class RetryPolicy(StrictInput):
     max_retries: int = Field(3, ge=0, le=10)
     backoff_strategy: Literal["linear", "exponential"] = "exponential"
+    # Beyond the spec's three fields: the delays the engine waits between attempts.
+    initial_delay: float = Field(1.0, ge=0, le=3600, description="seconds")
+    max_delay: float = Field(30.0, ge=0, le=86_400, description="seconds")
     retryable_errors: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=50)] = Field(
         default_factory=list)
 
