@@ -285,14 +285,16 @@ async def test_scheduled_batch_tasks_run_at_their_time(client, user):
 async def test_company_retry_policy_applies_where_the_workflow_has_none(client, user):
     from troupe.engine.driver import _retry_policy
 
-    company = await make_company(user.id, retryPolicy={"maxRetries": 4, "backoffStrategy": "linear",
-                                                        "initialDelay": 250, "maxDelay": 2000})
-    assert await _retry_policy({}, uuid.UUID(company)) == {"maxRetries": 4, "backoffStrategy": "linear",
-                                                           "initialDelay": 0.25, "maxDelay": 2.0}
-    assert await _retry_policy({"retryPolicy": None}, uuid.UUID(company)) == {
+    policy = {"maxRetries": 4, "backoffStrategy": "linear", "initialDelay": 250, "maxDelay": 2000}
+    company = await make_company(user.id, retryPolicy=policy)
+    settings = {"retryPolicy": policy}  # as the driver reads it with the company's name
+    assert _retry_policy({}, settings) == {"maxRetries": 4, "backoffStrategy": "linear",
+                                           "initialDelay": 0.25, "maxDelay": 2.0}
+    assert _retry_policy({"retryPolicy": None}, settings) == {
         "maxRetries": 4, "backoffStrategy": "linear", "initialDelay": 0.25, "maxDelay": 2.0}
     own = {"maxRetries": 1, "backoffStrategy": "exponential", "retryableErrors": []}
-    assert await _retry_policy({"retryPolicy": own}, uuid.UUID(company)) == own
+    assert _retry_policy({"retryPolicy": own}, settings) == own
+    assert _retry_policy({}, {}) == {}
 
     # End to end: a node that fails twice with a retryable error completes under the company's policy.
     nodes = [node("in", "input"), node("flaky", "output", simulateFailAttempts=2)]

@@ -175,8 +175,12 @@ class RunDriver:
                 if tool is not None:
                     self.tools[tid] = ToolSpec(id=tid, type=tool.type, configuration=tool.configuration or {},
                                                schema=tool.schema or {})
+            company_settings: dict[str, Any] = {}
             if task.company_id:
-                company = await session.scalar(select(models.Company.name).where(models.Company.id == task.company_id))
+                # One round trip for both: the name labels node tasks, the settings give the retry policy.
+                row = (await session.execute(select(models.Company.name, models.Company.settings)
+                                             .where(models.Company.id == task.company_id))).first()
+                company, company_settings = (row[0], row[1] or {}) if row is not None else (None, {})
                 # Ray task names (dashboard, `ray list tasks`): node:<run>:<node>:<iteration>:<attempt> <company>/<workflow>
                 self.label = f"{(company or '?')[:40]}/{self.label[:40]}"
         self.ledger.company_id, self.ledger.user_id = self.task.company_id, self.task.created_by
@@ -192,7 +196,7 @@ class RunDriver:
         self.outgoing_error = {e.get("source") for e in self.edges if e.get("type") == "error"}
         self.strategy = self.config.get("strategy", "hybrid")
         self.error_handling = self.config.get("errorHandling", "stop")
-        self.policy = await _retry_policy(self.config, self.task.company_id)
+        self.policy = _retry_policy(self.config, company_settings)
         state = dict(self.task.run_state or {})
         # Checked at execute too; again here, against the workflow as it is now (defence in depth).
         refused = refused_variables(state.get("variables"), configuration=self.config, schedule=self.schedule,
@@ -706,17 +710,13 @@ class RunDriver:
         return "parked"
 
 
-async def _retry_policy(config: dict[str, Any], company_id: uuid.UUID | None) -> dict[str, Any]:
+def _retry_policy(config: dict[str, Any], company_settings: dict[str, Any]) -> dict[str, Any]:
     """The workflow's ``retryPolicy`` (delays in seconds); without one (single-agent tasks,
     workflows that set none) the company's ``settings.retryPolicy`` (delays in milliseconds)."""
     own = config.get("retryPolicy")
     if own:
         return dict(own)
-    if company_id is None:
-        return {}
-    async with session_scope() as session:
-        company = await session.get(models.Company, company_id)
-    policy = dict(((company.settings or {}) if company is not None else {}).get("retryPolicy") or {})
+    policy = dict(company_settings.get("retryPolicy") or {})
     for key in ("initialDelay", "maxDelay"):
         if key in policy:
             policy[key] = float(policy[key]) / 1000.0
