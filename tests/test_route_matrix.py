@@ -22,7 +22,7 @@ from typing import Any
 
 from tests.auth_helpers import fresh_ip
 from tests.utils.engine import chain, node
-from tests.utils.fixtures import PASSWORD
+from tests.utils.fixtures import PASSWORD, password_hash
 
 TABLE = Path(__file__).with_name("security_matrix.tsv")
 ROLES = ("anonymous", "other_tenant", "viewer", "member", "owner", "admin")
@@ -131,17 +131,14 @@ class Caller:
 
 
 ANONYMOUS = Caller("anonymous")
-_password_hash: list[str] = []
 
 
 async def _insert_user(session, role: str = "user", **fields: Any) -> Caller:
     from troupe.db import models
-    from troupe.security import access_claims, create_access_token, hash_password
+    from troupe.security import access_claims, create_access_token
 
-    if not _password_hash:
-        _password_hash.append(await hash_password(PASSWORD))
     tag = uuid.uuid4().hex[:12]
-    row = models.User(email=f"m-{tag}@example.com", username=f"m_{tag}", password_hash=_password_hash[0],
+    row = models.User(email=f"m-{tag}@example.com", username=f"m_{tag}", password_hash=await password_hash(PASSWORD),
                       first_name="Matrix", last_name=role.title(), role=role, status="active",
                       email_verified=fields.pop("email_verified", True), profile={}, preferences={}, **fields)
     session.add(row)

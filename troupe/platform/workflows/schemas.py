@@ -57,7 +57,7 @@ class NotificationConfig(StrictInput):
 
 class WorkflowConfiguration(StrictInput):
     strategy: Strategy = "sequential"
-    timeout: int = Field(3600, ge=1, le=604_800, description="seconds for a whole run")
+    timeout: float = Field(3600, ge=1, le=604_800, description="seconds for a whole run")
     retry_policy: RetryPolicy | None = Field(
         None, description="null: the company's settings.retryPolicy applies to this workflow's nodes")
     error_handling: ErrorHandling = "stop"
