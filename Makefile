@@ -19,10 +19,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m troupe run
 
-# Two xdist workers: one holds the session's stack, the other runs the self-contained
-# server tests (tests/conftest.py, SELF_CONTAINED).
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Prefect (a baseline) lives in its own venv so its pins never touch Troupe's.
 .venv-prefect/bin/python:

@@ -33,26 +33,6 @@ os.environ.setdefault("TROUPE_NODE_PLUGINS", "tests.utils.fault_nodes")
 pytest_plugins = ["tests.utils.fixtures"]
 
 
-# Tests that bring up servers of their own (a private Postgres/Redis/Ray, `ray start` nodes, a
-# `python -m troupe run`) never touch the session's stack: `make test` runs them in a second
-# xdist worker beside the one that holds the stack (`-n 2 --dist loadgroup`), which halves the
-# wall time on 2 cores. Everything else shares the one stack, so it stays in one worker.
-SELF_CONTAINED = (
-    "tests/test_outages.py::",
-    "tests/test_engine_durability.py::test_postgres_stopped_with_runs_in_flight_every_run_completes_each_node_once",
-    "tests/test_multinode_deploy.py::",
-    "tests/test_clean_stop.py::",
-    "tests/test_backup_storage.py::",
-    "tests/test_cluster_config.py::",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        own = item.nodeid.startswith(SELF_CONTAINED) and "stack" not in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("self-contained" if own else "stack"))
-
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict[str, str]]:
     with devstack.stack(kind="test", run_id=RUN_ID, data_root=TEST_DATA,
