@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench lint install clean-data
+.PHONY: run test test-multinode bench lint install clean-data
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The two-node `ray start` + `serve deploy` test (tests/test_multinode_deploy.py), on its own.
+test-multinode: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m multinode $(PYTEST_ARGS)
 
 # Prefect (a baseline) lives in its own venv so its pins never touch Troupe's.
 .venv-prefect/bin/python:

@@ -248,10 +248,6 @@ def deployment() -> Iterator[Deployment]:
            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
            # A node that stops is noticed within seconds (the defaults allow 30 s for a flaky network).
            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-           # Ray's hybrid scheduler keeps tasks on the submitting node until it is half busy; node tasks
-           # of a quiet two-node machine then never leave it. Spreading from the first task shows both
-           # nodes at work (a loaded cluster spills the same way).
-           "RAY_scheduler_spread_threshold": "0.0",
            # Ray's token authentication, with this cluster's own token (not the user's ~/.ray/auth_token).
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     nodes: list[RayNode] = []
