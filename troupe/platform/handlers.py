@@ -53,7 +53,8 @@ def _validation_code(errors: list[dict[str, Any]]) -> ErrorCode:
         return ErrorCode.REQUIRED_FIELD_MISSING
     if kind == "value_error" and "email" in str(first.get("msg", "")).lower():
         return ErrorCode.INVALID_EMAIL
-    if kind in ("json_invalid", "model_attributes_type", "dict_type") or kind.endswith("_parsing") \
+    if kind in ("json_invalid", "model_attributes_type", "dict_type", "timezone_aware") \
+            or kind.endswith("_parsing") \
             or kind.endswith("_type"):
         return ErrorCode.INVALID_FORMAT
     return ErrorCode.VALIDATION_ERROR

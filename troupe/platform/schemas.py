@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
 from troupe import __version__
 from troupe.models_base import CamelModel as CamelModel  # re-exported: the domains import it from here
@@ -15,6 +15,16 @@ from troupe.models_base import StrictInput as StrictInput
 from troupe.platform.context import current_request
 
 T = TypeVar("T")
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""An input time (body field or query parameter): RFC 3339 with an offset (``Z`` or
+``+02:00``); one without is refused (``timezone_aware``, VAL_003 naming the field). The
+value is normalised to UTC, so it serialises back with ``Z``."""
 
 
 class ErrorBody(CamelModel):
