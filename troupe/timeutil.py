@@ -1,4 +1,5 @@
-"""Times are naive UTC everywhere, matching the spec's TIMESTAMP columns."""
+"""Times are aware UTC everywhere: ``timestamptz`` columns (read back in UTC whatever the
+session's time zone, ``troupe.db.base.UtcTimestamp``), RFC 3339 with ``Z`` on the wire."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
 
 
-def iso(value: datetime | None) -> str | None:
-    """ISO-8601 with a Z, for payloads built by hand (events, exports)."""
+def as_utc(value: datetime) -> datetime:
+    """An aware time in UTC; a naive one is taken to be UTC already (stored text, old payloads)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def parse_iso(value: str) -> datetime:
+    """An ISO-8601 / RFC 3339 string (``Z``, an offset, or none = UTC) as an aware UTC time."""
+    return as_utc(datetime.fromisoformat(value))
+
+
+def iso(value: datetime | None, *, timespec: str = "milliseconds") -> str | None:
+    """RFC 3339 in UTC with a Z (fixed width, so text order is time order), for payloads
+    built by hand (events, exports, JSON documents)."""
     if value is None:
         return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="milliseconds") + "Z"
+    return as_utc(value).replace(tzinfo=None).isoformat(timespec=timespec) + "Z"

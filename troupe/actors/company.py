@@ -30,7 +30,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import ray
@@ -45,7 +45,7 @@ from troupe.engine.driver import RunControl, RunDriver
 from troupe.events.alerts import raise_alert
 from troupe.infra import ratelimit
 from troupe.infra.faults import is_outage
-from troupe.timeutil import utcnow
+from troupe.timeutil import as_utc, parse_iso, utcnow
 
 log = logging.getLogger("troupe.engine")
 AGING_SECONDS = 30
@@ -64,8 +64,7 @@ def queue_key(priority: str | None, queued_at: datetime) -> float:
 
 
 def _epoch(value: datetime) -> float:
-    """Stored times are naive UTC."""
-    return value.replace(tzinfo=UTC).timestamp() if value.tzinfo is None else value.timestamp()
+    return as_utc(value).timestamp()
 
 
 @dataclass
@@ -182,7 +181,7 @@ class CompanyActor:
     async def _adopt_due(self) -> None:
         """Parked runs that are due, and runs whose driver's lease expired (died alone)."""
         parked_until = models.Task.run_state["parkedUntil"].astext
-        now_text = text("to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')")
+        now_text = text("to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")  # as iso()
         async with session_scope() as session:
             due = list((await session.execute(select(models.Task.id).where(
                 models.Task.company_id == self.company_id, models.Task.status == "running",
@@ -192,7 +191,7 @@ class CompanyActor:
             waiting = (await session.execute(select(
                 models.Task.id, models.Task.priority, models.Task.queued_at, models.Task.scheduled_at).where(
                 models.Task.company_id == self.company_id, models.Task.status == "pending",
-                models.Task.queued_at.is_not(None), models.Task.queued_at <= func.timezone("utc", func.now()))
+                models.Task.queued_at.is_not(None), models.Task.queued_at <= func.now())
                 .limit(1000))).all()
         for task_id, priority, queued_at, scheduled_at in waiting:
             self._push(task_id, priority, queued_at, scheduled_at)
@@ -312,8 +311,8 @@ class CompanyActor:
             await self._load_queue()
         for entry in entries or []:
             self._push(uuid.UUID(str(entry["id"])), entry.get("priority"),
-                       datetime.fromisoformat(entry["queuedAt"]),
-                       datetime.fromisoformat(entry["scheduledAt"]) if entry.get("scheduledAt") else None)
+                       parse_iso(entry["queuedAt"]),
+                       parse_iso(entry["scheduledAt"]) if entry.get("scheduledAt") else None)
         self._request_pump()
         return len(self.runs)
 
@@ -394,7 +393,7 @@ def recovery_filter() -> Any:
 def lease_lapsed() -> Any:
     """A run (not parked) whose driver stopped renewing its lease."""
     return (models.Task.run_state["parkedUntil"].astext.is_(None)
-            & (models.Task.lease_expires_at < func.timezone("utc", func.now())))
+            & (models.Task.lease_expires_at < func.now()))
 
 
 async def companies_with_expired_leases() -> set[uuid.UUID]:

@@ -4,11 +4,13 @@ so that Alembic migrations name constraints and indexes predictably."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import MetaData, func, text
+from sqlalchemy import DateTime, MetaData, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -19,8 +21,28 @@ NAMING_CONVENTION = {
 }
 
 
+class UtcTimestamp(TypeDecorator[datetime]):
+    """``timestamptz``, read back as an aware UTC datetime whatever the session's time zone.
+    Written values should be aware (``troupe.timeutil.utcnow``); a naive one is taken as UTC
+    here (Postgres alone would read it in the session's time zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UtcTimestamp()}
 
 
 def uuid_pk() -> Mapped[uuid.UUID]:
@@ -33,7 +55,7 @@ def created_at_col() -> Mapped[datetime]:
 
 
 class TimestampMixin:
-    """created_at / updated_at as in the spec (TIMESTAMP, UTC, set by the server)."""
+    """created_at / updated_at (timestamptz, set by the server)."""
 
     created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now(), nullable=True)

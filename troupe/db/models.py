@@ -5,7 +5,8 @@ Conventions:
 - Column types, server defaults, nullability, FKs (with ON DELETE), CHECK/UNIQUE
   constraints and index names follow the spec's DDL; the migration
   ``migrations/versions/0001_initial.py`` creates exactly this metadata.
-- Timestamps are ``TIMESTAMP WITHOUT TIME ZONE`` holding naive UTC.
+- Timestamps are ``TIMESTAMP WITH TIME ZONE`` (``UtcTimestamp``: aware UTC datetimes in
+  and out; migration 0015 converted the earlier naive-UTC columns).
 - A column named ``metadata`` is mapped as attribute ``meta`` (``metadata`` is
   reserved on declarative classes).
 - ``eager_defaults`` makes INSERT/UPDATE fetch server-generated values
@@ -24,7 +25,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from troupe.db.base import Base, uuid_pk
+from troupe.db.base import Base, UtcTimestamp, uuid_pk
 
 __all__ = [
     "Base",
@@ -65,7 +65,7 @@ __all__ = [
 # --------------------------------------------------------------------------- helpers
 
 _UUID = UUID(as_uuid=True)
-_TS = DateTime(timezone=False)
+_TS = UtcTimestamp()
 
 _EMPTY_OBJ = text("'{}'::jsonb")
 _EMPTY_LIST = text("'[]'::jsonb")

@@ -46,7 +46,7 @@ from troupe.engine.contract import (
 from troupe.engine.nodes import PARK_AFTER_SECONDS, delay_seconds, execute_node, mask_sealed
 from troupe.engine.records import Fenced, Ledger, durable
 from troupe.engine.validate import errors_of, validate_graph
-from troupe.timeutil import utcnow
+from troupe.timeutil import iso, utcnow
 
 log = logging.getLogger("troupe.engine")
 DEFAULT_NODE_TIMEOUT = 300.0
@@ -545,12 +545,14 @@ class RunDriver:
 
     async def _submit(self, spec: NodeSpec, limit_s: float) -> NodeResult:
         # TROUPE_NODE_TASK_RESOURCES (JSON, e.g. {"worker": 0.01}) pins node tasks to nodes offering them.
-        resources = get_settings().node_task_resources
+        settings = get_settings()
+        resources = settings.node_task_resources
+        placement = {"scheduling_strategy": "SPREAD"} if settings.node_task_spread else {}
         agent = f" agent:{spec.agent_id}" if spec.agent_id else ""
         ref = execute_node.options(name=f"node:{self.task_id}:{spec.node_id}:{spec.iteration}:{spec.attempt} "
                                         f"{self.label}{agent}",
                                    num_cpus=WAITING_NODE_CPUS if spec.type in WAITING_TYPES else 1,
-                                   **({"resources": resources} if resources else {})).remote(spec)
+                                   **placement, **({"resources": resources} if resources else {})).remote(spec)
         self.control.refs.add(ref)
         try:
             return await asyncio.wait_for(ref, timeout=limit_s)
@@ -572,11 +574,11 @@ class RunDriver:
         if key in self.parked_rows:
             exec_id, wake_at = self.parked_rows[key]
         else:
-            wake_at = (utcnow() + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+            wake_at = iso(utcnow() + timedelta(seconds=seconds), timespec="microseconds")
             exec_id = self.ledger.start(node_id=nid, iteration=iteration, attempt=0,
                                         input_=mask_sealed(_jsonable(cfg)), meta={"wakeAt": wake_at})
             self.parked_rows[key] = (exec_id, wake_at)
-        if utcnow().isoformat(timespec="microseconds") < wake_at:
+        if iso(utcnow(), timespec="microseconds") < wake_at:  # fixed-width text, as the actor compares it
             raise Parked(wake_at)
         output = {"delayedSeconds": seconds, "parked": True}
         self.ledger.finish(exec_id, status="completed", output=output, meta={"wakeAt": wake_at})

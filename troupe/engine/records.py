@@ -107,11 +107,11 @@ def _ts(value: datetime | None) -> str | None:
 # every data-modifying WITH part exactly once, so the parts a wave has nothing for are left out.
 _LEASE = """
 WITH lease AS (
-  UPDATE tasks SET lease_expires_at = now() AT TIME ZONE 'utc' + make_interval(secs => %(ttl)s),
+  UPDATE tasks SET lease_expires_at = now() + make_interval(secs => %(ttl)s),
          progress = COALESCE(%(progress)s::int, progress),
          current_step = COALESCE(%(step)s::varchar, current_step),
          total_steps = COALESCE(%(total)s::int, total_steps),
-         estimated_completion = COALESCE(%(eta)s::timestamp, estimated_completion)
+         estimated_completion = COALESCE(%(eta)s::timestamptz, estimated_completion)
   WHERE id = %(task)s AND lease_epoch = %(epoch)s RETURNING id
 )"""
 _PARTS = {
@@ -124,14 +124,14 @@ _PARTS = {
          COALESCE(r.meta, '{}'::jsonb)
   FROM lease, jsonb_to_recordset(%(starts)s::jsonb) AS r(
     id uuid, node_id text, iteration int, attempt int, status text, input jsonb, output jsonb, error text,
-    started_at timestamp, completed_at timestamp, execution_time int, agent_id uuid, tool_id uuid,
+    started_at timestamptz, completed_at timestamptz, execution_time int, agent_id uuid, tool_id uuid,
     idempotency_key text, meta jsonb)
 )""",
     "finishes": """, finished AS (
   UPDATE task_executions AS t SET status = f.status, output = f.output, error = f.error, metadata = f.meta,
          completed_at = f.completed_at, execution_time = f.execution_time
   FROM lease, jsonb_to_recordset(%(finishes)s::jsonb) AS f(
-    id uuid, status text, output jsonb, error text, meta jsonb, completed_at timestamp, execution_time int)
+    id uuid, status text, output jsonb, error text, meta jsonb, completed_at timestamptz, execution_time int)
   WHERE t.id = f.id
 )""",
     "logs": """, logged AS (
@@ -139,7 +139,7 @@ _PARTS = {
   SELECT gen_random_uuid(), l.level, 'engine', l.message, l.details, l.user_id, l.company_id, lease.id,
          l.duration, l.created_at
   FROM lease, jsonb_to_recordset(%(logs)s::jsonb) AS l(
-    level text, message text, details jsonb, user_id uuid, company_id uuid, duration int, created_at timestamp)
+    level text, message text, details jsonb, user_id uuid, company_id uuid, duration int, created_at timestamptz)
 )""",
     "calls": """, called AS (
   INSERT INTO tool_calls (id, tool_id, company_id, task_id, user_id, success, duration_ms, error, created_at)
@@ -147,10 +147,10 @@ _PARTS = {
          c.created_at
   FROM lease, jsonb_to_recordset(%(calls)s::jsonb) AS c(
     tool_id uuid, company_id uuid, user_id uuid, success boolean, duration_ms int, error text,
-    created_at timestamp)
+    created_at timestamptz)
   RETURNING tool_id
 ), used AS (
-  UPDATE tools SET last_used_at = now() AT TIME ZONE 'utc' WHERE id IN (SELECT tool_id FROM called)
+  UPDATE tools SET last_used_at = now() WHERE id IN (SELECT tool_id FROM called)
 )""",
 }
 _flush_sql: dict[tuple[str, ...], str] = {}
@@ -272,20 +272,20 @@ class Ledger:
 _CLAIM = """
 WITH claimed AS (
   UPDATE tasks SET status = 'running',
-         started_at = COALESCE(started_at, now() AT TIME ZONE 'utc'),
+         started_at = COALESCE(started_at, now()),
          lease_epoch = lease_epoch + 1,
-         lease_expires_at = now() AT TIME ZONE 'utc' + make_interval(secs => %(ttl)s),
+         lease_expires_at = now() + make_interval(secs => %(ttl)s),
          run_state = jsonb_set(COALESCE(run_state, '{}'::jsonb), '{parkedUntil}', 'null'::jsonb)
   WHERE id = ANY(%(ids)s::uuid[]) AND company_id = %(company)s
-    AND ((status = 'pending' AND queued_at IS NOT NULL AND queued_at <= now() AT TIME ZONE 'utc'
-          AND (scheduled_at IS NULL OR scheduled_at <= now() AT TIME ZONE 'utc'))
+    AND ((status = 'pending' AND queued_at IS NOT NULL AND queued_at <= now()
+          AND (scheduled_at IS NULL OR scheduled_at <= now()))
          OR (status = 'running' AND (%(takeover)s OR lease_expires_at IS NULL
-                                     OR lease_expires_at < now() AT TIME ZONE 'utc')))
+                                     OR lease_expires_at < now())))
   RETURNING id, lease_epoch, name, created_by, company_id
 ), logged AS (
   INSERT INTO logs (id, level, source, message, details, user_id, company_id, task_id, created_at)
   SELECT gen_random_uuid(), 'info', 'engine', 'run admitted: ' || c.name, jsonb_build_object('epoch', c.lease_epoch),
-         c.created_by, c.company_id, c.id, now() AT TIME ZONE 'utc'
+         c.created_by, c.company_id, c.id, now()
   FROM claimed c
 )
 SELECT id, lease_epoch FROM claimed
@@ -313,7 +313,7 @@ async def renew_leases(leases: dict[uuid.UUID, int]) -> set[uuid.UUID]:
     if not leases:
         return set()
     rows = await _rows("""
-        UPDATE tasks AS t SET lease_expires_at = now() AT TIME ZONE 'utc' + make_interval(secs => %(ttl)s)
+        UPDATE tasks AS t SET lease_expires_at = now() + make_interval(secs => %(ttl)s)
         FROM jsonb_to_recordset(%(leases)s::jsonb) AS l(id uuid, epoch int)
         WHERE t.id = l.id AND t.lease_epoch = l.epoch AND t.status = 'running' RETURNING t.id""",
         {"ttl": LEASE_SECONDS, "leases": _json([{"id": str(k), "epoch": v} for k, v in leases.items()])})

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from troupe.db import models
 from troupe.db.session import session_scope
 from troupe.engine.validate import cron_problem, errors_of, timezone_problem, validate_graph
-from troupe.timeutil import iso, utcnow
+from troupe.timeutil import as_utc, iso, parse_iso, utcnow
 
 log = logging.getLogger("troupe.engine")
 
@@ -57,26 +57,24 @@ HELD_COMPANY_STATUSES = ("paused", "maintenance", "error")
 def _croniter(cron: str, start: datetime, timezone: str) -> Any:
     from croniter import croniter
 
-    zone = ZoneInfo(timezone)
-    local = start.replace(tzinfo=UTC).astimezone(zone) if start.tzinfo is None else start.astimezone(zone)
-    return croniter(cron, local)
+    return croniter(cron, as_utc(start).astimezone(ZoneInfo(timezone)))
 
 
-def _naive_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None)
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
 
 
 def next_slot(cron: str, timezone: str, after: datetime) -> datetime:
-    """The first slot strictly after ``after`` (naive UTC in, naive UTC out). Five-field
+    """The first slot strictly after ``after`` (aware UTC out). Five-field
     cron is minute-level; a sixth field, last (croniter's order), gives seconds
     (``* * * * * */5``: every 5 seconds)."""
-    return _naive_utc(_croniter(cron, after, timezone).get_next(datetime))
+    return _utc(_croniter(cron, after, timezone).get_next(datetime))
 
 
 def latest_slot(cron: str, timezone: str, at: datetime) -> datetime:
     """The last slot at or before ``at``."""
     # croniter's get_prev is strictly before its start: look back from just after ``at``.
-    return _naive_utc(_croniter(cron, at + timedelta(microseconds=1), timezone).get_prev(datetime))
+    return _utc(_croniter(cron, at + timedelta(microseconds=1), timezone).get_prev(datetime))
 
 
 def _skipped(cron: str, timezone: str, first: datetime, latest: datetime) -> int:
@@ -85,7 +83,7 @@ def _skipped(cron: str, timezone: str, first: datetime, latest: datetime) -> int
     it = _croniter(cron, first, timezone)
     while slot < latest and count < SKIP_COUNT_LIMIT:
         count += 1
-        slot = _naive_utc(it.get_next(datetime))
+        slot = _utc(it.get_next(datetime))
     return count
 
 
@@ -119,8 +117,8 @@ def new_run(workflow: models.Workflow, *, source: str, name: str, input_: Any, t
 def queue_entry(task: models.Task) -> dict[str, Any]:
     """What the company actor's ``submit`` takes."""
     return {"id": str(task.id), "priority": task.priority or "medium",
-            "queuedAt": (task.queued_at or utcnow()).isoformat(),
-            "scheduledAt": task.scheduled_at.isoformat() if task.scheduled_at else None}
+            "queuedAt": iso(task.queued_at or utcnow(), timespec="microseconds"),
+            "scheduledAt": iso(task.scheduled_at, timespec="microseconds")}
 
 
 def refusal(company: models.Company | None, workflow: models.Workflow) -> str | None:
@@ -184,7 +182,7 @@ async def _fire_one(workflow_id: uuid.UUID, now: datetime) -> models.Task | None
             await session.execute(update(models.Workflow).where(models.Workflow.id == workflow_id).values(
                 schedule=models.Workflow.schedule.op("||")({"nextRun": None})))
             return None
-        first_due = datetime.fromisoformat(stored_next.rstrip("Z"))
+        first_due = parse_iso(stored_next)
         if first_due > now:  # another scheduler fired it since the scan: this is the next slot, not yet due
             return None
         # nextRun may not be a slot of the cron (edited by hand): it is due, so it fires at the latest at itself.

@@ -66,7 +66,7 @@ async def get(strategy: str, key: str) -> Any | None:
 
             async with await psycopg.AsyncConnection.connect(_dsn(), autocommit=True) as conn:
                 row = await (await conn.execute(
-                    "SELECT value FROM tool_cache WHERE key = %s AND expires_at > now() AT TIME ZONE 'utc'",
+                    "SELECT value FROM tool_cache WHERE key = %s AND expires_at > now()",
                     (key,))).fetchone()
             return None if row is None else row[0]["v"]
     except Exception:  # a cache outage must not fail the tool: run it instead
@@ -95,11 +95,11 @@ async def put(strategy: str, key: str, tool_id: str, output: Any, ttl: int) -> N
             async with await psycopg.AsyncConnection.connect(_dsn(), autocommit=True) as conn:
                 await conn.execute(
                     "INSERT INTO tool_cache (key, tool_id, value, expires_at) VALUES "
-                    "(%s, %s, %s::jsonb, now() AT TIME ZONE 'utc' + make_interval(secs => %s)) "
+                    "(%s, %s, %s::jsonb, now() + make_interval(secs => %s)) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
                     (key, tool_id, encoded, ttl))
                 # Expired rows of this tool go as new ones arrive, so the table stays bounded.
-                await conn.execute("DELETE FROM tool_cache WHERE tool_id = %s AND expires_at <= now() AT TIME "
-                                   "ZONE 'utc'", (tool_id,))
+                await conn.execute("DELETE FROM tool_cache WHERE tool_id = %s AND expires_at <= now()",
+                                   (tool_id,))
     except Exception:  # a result that cannot be cached is still a result
         return

@@ -23,7 +23,7 @@ from troupe.errors import AppError, ErrorCode, invalid, not_found
 from troupe.platform.access import load_company, may, member_company_ids_subquery
 from troupe.platform.deps import Principal
 from troupe.platform.tasks import schemas
-from troupe.timeutil import utcnow
+from troupe.timeutil import as_utc, iso, utcnow
 
 DEFAULT_CAPACITY = 5
 
@@ -88,12 +88,8 @@ def check_refs_loaded(company: models.Company, *, type_: str, workflow_id: uuid.
                       code=ErrorCode.REQUIRED_FIELD_MISSING)
 
 
-def _naive(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is not None:
-        from datetime import UTC
-
-        return value.astimezone(UTC).replace(tzinfo=None)
-    return value
+def _utc(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None
 
 
 def new_task(user: Principal, *, company_id: uuid.UUID, name: str, type_: str, priority: str,
@@ -114,7 +110,7 @@ async def create(*, session: AsyncSession, user: Principal, body: schemas.TaskCr
                  source: str = "api") -> models.Task:
     company = await load_company(session, user, body.company_id, "execute")
     await _check_refs(session, company, type_=body.type, workflow_id=body.workflow_id, agent_id=body.agent_id)
-    scheduled = _naive(body.scheduled_at)
+    scheduled = _utc(body.scheduled_at)
     if body.type == "scheduled" and scheduled is None:
         raise invalid("A scheduled task needs scheduledAt", field="scheduledAt", code=ErrorCode.REQUIRED_FIELD_MISSING)
     task = new_task(user, company_id=company.id, name=body.name, description=body.description, type_=body.type,
@@ -138,9 +134,9 @@ def _filters(stmt: Select[Any], user: Principal, **f: Any) -> Select[Any]:
         if f.get(name) is not None:
             stmt = stmt.where(column == f[name])
     if f.get("start_date") is not None:
-        stmt = stmt.where(models.Task.created_at >= _naive(f["start_date"]))
+        stmt = stmt.where(models.Task.created_at >= _utc(f["start_date"]))
     if f.get("end_date") is not None:
-        stmt = stmt.where(models.Task.created_at <= _naive(f["end_date"]))
+        stmt = stmt.where(models.Task.created_at <= _utc(f["end_date"]))
     if f.get("search"):
         stmt = stmt.where(models.Task.name.ilike(f"%{f['search']}%"))
     return stmt
@@ -170,7 +166,7 @@ async def update_task(*, session: AsyncSession, user: Principal, task_id: str, b
         raise AppError(ErrorCode.RESOURCE_IN_USE, f"A {task.status} task cannot be updated (only pending or paused)")
     values = body.model_dump(exclude_unset=True)
     if "scheduled_at" in values:
-        values["scheduled_at"] = _naive(values["scheduled_at"])
+        values["scheduled_at"] = _utc(values["scheduled_at"])
         if task.queued_at is not None and task.type == "scheduled":
             task.queued_at = values["scheduled_at"]
     for key, value in values.items():
@@ -223,9 +219,9 @@ def workflow_problems(workflow: models.Workflow) -> list[dict[str, Any]]:
 
 
 def _queue_entry(task: models.Task) -> dict[str, Any]:
-    return {"id": str(task.id), "priority": task.priority, "queuedAt": task.queued_at.isoformat()
-            if task.queued_at else utcnow().isoformat(),
-            "scheduledAt": task.scheduled_at.isoformat() if task.scheduled_at else None}
+    return {"id": str(task.id), "priority": task.priority,
+            "queuedAt": iso(task.queued_at or utcnow(), timespec="microseconds"),
+            "scheduledAt": iso(task.scheduled_at, timespec="microseconds")}
 
 
 async def wake(task: models.Task) -> None:
@@ -409,9 +405,9 @@ async def logs(*, session: AsyncSession, user: Principal, task_id: str, page: in
     if level:
         base = base.where(models.Log.level == level)
     if start_date:
-        base = base.where(models.Log.created_at >= _naive(start_date))
+        base = base.where(models.Log.created_at >= _utc(start_date))
     if end_date:
-        base = base.where(models.Log.created_at <= _naive(end_date))
+        base = base.where(models.Log.created_at <= _utc(end_date))
     if node_id:
         base = base.where(models.Log.details["nodeId"].astext == node_id)
     total = await session.scalar(select(func.count()).select_from(base.subquery()))
@@ -480,7 +476,7 @@ async def batch(*, session: AsyncSession, user: Principal, body: schemas.TaskBat
         if not errors:
             rows.append(new_task(user, company_id=item.company_id, name=item.name, type_=item.type,
                                  priority=item.priority, workflow_id=item.workflow_id, agent_id=item.agent_id,
-                                 input_=item.input, source="batch", scheduled_at=_naive(item.scheduled_at)))
+                                 input_=item.input, source="batch", scheduled_at=_utc(item.scheduled_at)))
     if errors:
         first = errors[0]
         raise AppError(ErrorCode.VALIDATION_ERROR, f"{len(errors)} of {len(items)} tasks are invalid; none were "

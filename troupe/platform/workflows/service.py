@@ -47,7 +47,7 @@ from troupe.platform.tools.service import bump_version, visible_tools
 from troupe.platform.workflows import schemas as s
 from troupe.platform.workflows import triggers as workflow_triggers
 from troupe.security import SecretBox
-from troupe.timeutil import iso, utcnow
+from troupe.timeutil import as_utc, iso, utcnow
 
 EXPORT_FORMAT = "troupe.workflow"
 EXPORT_VERSION = "1"
@@ -310,13 +310,13 @@ def check_run_variables(workflow: models.Workflow | None, variables: dict[str, A
 
 
 def next_run(cron: str, timezone: str, now: datetime | None = None) -> datetime:
-    """Next fire time of ``cron`` read in ``timezone``, as naive UTC."""
+    """Next fire time of ``cron`` read in ``timezone``, in UTC."""
     from croniter import croniter
 
     zone = ZoneInfo(timezone)
-    start = (now or utcnow()).replace(tzinfo=UTC).astimezone(zone)
+    start = as_utc(now or utcnow()).astimezone(zone)
     fire = croniter(cron, start).get_next(datetime)
-    return fire.astimezone(UTC).replace(tzinfo=None)
+    return fire.astimezone(UTC)
 
 
 def _schedule_doc(body: s.ScheduleInput | None, old: dict[str, Any] | None, *,
