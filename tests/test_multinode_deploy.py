@@ -242,6 +242,9 @@ def deployment() -> Iterator[Deployment]:
            "TROUPE_SECRETS_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
            "TROUPE_DATA_DIR": str(work / "data"), "TROUPE_ACTOR_IDLE_TIMEOUT": "60s",
            "TROUPE_AGENT_POOL_SIZE": "0",
+           # Node tasks dealt out over both nodes: Ray's default keeps short tasks on the submitting
+           # node while it has room, and on a quiet machine it always has (README "Node placement").
+           "TROUPE_NODE_TASK_SPREAD": "1",
            # Serve's settings are read at import by every Serve process: set for `ray start` (cluster.yaml does too).
            # The HAProxy front door stays off: its side ports cannot be shared by two nodes on one machine.
            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",

@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     # Blank agent actors kept started, so activating an agent does not wait for a new process.
     agent_pool_size: int = Field(8, ge=0, validation_alias="TROUPE_AGENT_POOL_SIZE")
     node_task_resources: dict[str, float] = Field(default_factory=dict, validation_alias="TROUPE_NODE_TASK_RESOURCES")
+    # Ray's default keeps a task on the submitting node while that node has room; SPREAD deals node
+    # tasks out over every node (many small nodes, or a cluster whose every node should take work).
+    node_task_spread: bool = Field(False, validation_alias="TROUPE_NODE_TASK_SPREAD")
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -297,8 +297,11 @@ class AsyncClient:
                 refreshed = True
                 await self.refresh(sent_with)
                 continue
-            transient = response.status_code == 429 or (response.status_code in (502, 503, 504)
-                                                        and method in IDEMPOTENT)
+            # A 5xx without our envelope comes from the serving layer (a replica lost with its node
+            # answers Serve's plain 500): worth a retry for reads, like 502-504.
+            unavailable = response.status_code in (502, 503, 504) or (
+                response.status_code >= 500 and not _is_envelope(response))
+            transient = response.status_code == 429 or (unavailable and method in IDEMPOTENT)
             if transient and not last:
                 await asyncio.sleep(_retry_after(response, 0.5 * 2**attempt))
                 continue
@@ -382,6 +385,14 @@ def _retry_after(response: httpx.Response, default: float) -> float:
         return min(max(float(response.headers.get("retry-after", default)), 0.1), 30.0)
     except ValueError:
         return default
+
+
+def _is_envelope(response: httpx.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "success" in body
 
 
 def _error_of(response: httpx.Response) -> TroupeError:
