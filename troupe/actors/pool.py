@@ -412,6 +412,7 @@ class AgentPool:
 
         from troupe.actors import residency
         from troupe.db.session import session_scope
+        from troupe.timeutil import iso
 
         while True:
             await self.flush_wake.wait()
@@ -424,7 +425,7 @@ class AgentPool:
                 at = datetime.fromtimestamp(d["at"] or time.time(), UTC)
                 rows.append({"id": uuid.UUID(agent_id), "n": int(d["requests"]), "ok": int(d["successes"]),
                              "failed": int(d["failures"]), "tokens": int(d["tokens"]), "cost": d["cost"],
-                             "ms": d["ms"], "at": at, "at_iso": at.isoformat()})
+                             "ms": d["ms"], "at": at, "at_iso": iso(at)})
             try:
                 async with session_scope() as session:
                     await session.execute(text(_ADD_PERF), rows)

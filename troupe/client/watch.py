@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from troupe.client import models
@@ -234,6 +234,11 @@ class BatchFollower:
             for start in range(0, len(remaining), 50):
                 await self._read(remaining[start:start + 50])
             return
-        async for row in self._client.tasks.list(workflow_id=self._workflow_id, start_date=self._since.isoformat(),
+        async for row in self._client.tasks.list(workflow_id=self._workflow_id, start_date=_rfc3339(self._since),
                                                  sort="createdAt", order="asc"):
             self._take(row)
+
+
+def _rfc3339(value: datetime) -> str:
+    """The server refuses a time without an offset; the API's own times carry one."""
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()

@@ -20,10 +20,12 @@ from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
 from troupe.knowledge import index as knowledge
 from troupe.platform import access
 from troupe.platform.agents.schemas import (
+    RECENT_REVIEWS,
     AgentConfiguration,
     AgentCreate,
     AgentListParams,
     AgentPerformance,
+    AgentPerformanceReport,
     AgentRead,
     AgentUpdate,
     CloneRequest,
@@ -35,6 +37,7 @@ from troupe.platform.agents.schemas import (
     ReviewListParams,
     ReviewRead,
     ReviewResult,
+    SelectedTrends,
 )
 from troupe.platform.companies.schemas import effective_settings
 from troupe.platform.deps import Principal
@@ -225,27 +228,60 @@ def bump_patch(version: str | None) -> str:
 # --------------------------------------------------------------------------- reads
 
 
-def _review_count():
-    return (select(func.count()).select_from(models.AgentReview)
-            .where(models.AgentReview.agent_id == models.Agent.id).correlate(models.Agent)
-            .scalar_subquery())
-
-
-def to_read(agent: models.Agent, review_count: int = 0) -> AgentRead:
+def to_read(agent: models.Agent, performance: AgentPerformance, reviews: list[ReviewRead],
+            review_count: int) -> AgentRead:
     return AgentRead(
         id=agent.id, name=agent.name, description=agent.description, type=agent.type, model=agent.model,
         provider=agent.provider, status=agent.status, capabilities=list(agent.capabilities or []),
-        configuration=masked_configuration(agent.configuration), performance=dict(agent.performance or {}),
+        configuration=masked_configuration(agent.configuration), performance=performance,
         company_id=agent.company_id, created_by=agent.created_by, tags=list(agent.tags or []),
         version=agent.version, is_public=bool(agent.is_public), rating=float(agent.rating or 0),
-        review_count=review_count, marketplace=agent.marketplace, created_at=agent.created_at,
+        reviews=reviews, review_count=review_count, marketplace=agent.marketplace, created_at=agent.created_at,
         updated_at=agent.updated_at, last_used_at=agent.last_used_at)
 
 
+_RECENT_REVIEWS_SQL = text("""
+SELECT * FROM (
+  SELECT r.id, r.agent_id, r.user_id, u.username, r.rating, r.comment, r.created_at,
+         row_number() OVER (PARTITION BY r.agent_id ORDER BY r.created_at DESC, r.id) AS rn,
+         count(*) OVER (PARTITION BY r.agent_id) AS total
+  FROM agent_reviews r LEFT JOIN users u ON u.id = r.user_id
+  WHERE r.agent_id = ANY(:ids)
+) x WHERE rn <= :n ORDER BY agent_id, rn
+""")
+
+
+async def recent_reviews(session: AsyncSession, agent_ids: list[uuid.UUID],
+                         n: int = RECENT_REVIEWS) -> dict[uuid.UUID, tuple[list[ReviewRead], int]]:
+    """The ``n`` newest reviews and the review count of each agent, in one query."""
+    out: dict[uuid.UUID, tuple[list[ReviewRead], int]] = {}
+    if not agent_ids:
+        return out
+    for r in (await session.execute(_RECENT_REVIEWS_SQL, {"ids": agent_ids, "n": n})).all():
+        items, _ = out.get(r.agent_id, ([], 0))
+        items.append(ReviewRead(id=r.id, agent_id=r.agent_id, user_id=r.user_id, username=r.username,
+                                rating=r.rating, comment=r.comment, created_at=r.created_at))
+        out[r.agent_id] = (items, int(r.total))
+    return out
+
+
+async def read_agents(session: AsyncSession, agents: list[models.Agent]) -> list[AgentRead]:
+    """Agents as answered, with performance and recent reviews: three queries for any number of agents."""
+    ids = [a.id for a in agents]
+    performances = await agent_performances(session, ids, trend_buckets=EMBEDDED_TREND_BUCKETS)
+    reviews = await recent_reviews(session, ids)
+    out = []
+    for agent in agents:
+        items, count = reviews.get(agent.id, ([], 0))
+        perf = performances[agent.id]
+        if perf.last_used_at is None and agent.last_used_at is not None:
+            perf.last_used_at = agent.last_used_at
+        out.append(to_read(agent, perf, items, count))
+    return out
+
+
 async def _read(session: AsyncSession, agent: models.Agent) -> AgentRead:
-    count = await session.scalar(select(func.count()).select_from(models.AgentReview)
-                                 .where(models.AgentReview.agent_id == agent.id)) or 0
-    return to_read(agent, count)
+    return (await read_agents(session, [agent]))[0]
 
 
 def search_filter(column_name: Any, column_description: Any, search: str) -> ColumnElement[bool]:
@@ -280,9 +316,9 @@ async def list_agents(*, session: AsyncSession, user: Principal,
     column = _SORTS[params.sort]
     ordering = column.asc().nulls_last() if params.order == "asc" else column.desc().nulls_last()
     rows = (await session.execute(
-        select(A, _review_count()).where(*conditions).order_by(ordering, A.id)
-        .offset((params.page - 1) * params.limit).limit(params.limit))).all()
-    return [to_read(a, n) for a, n in rows], Pagination.of(page=params.page, limit=params.limit, total=total)
+        select(A).where(*conditions).order_by(ordering, A.id)
+        .offset((params.page - 1) * params.limit).limit(params.limit))).scalars().all()
+    return await read_agents(session, list(rows)), Pagination.of(page=params.page, limit=params.limit, total=total)
 
 
 async def get_agent(*, session: AsyncSession, user: Principal, agent_id: str) -> AgentRead:
@@ -320,7 +356,7 @@ async def create_agent(*, session: AsyncSession, user: Principal, data: AgentCre
     await session.flush()
     if data.configuration.knowledge_base.enabled:
         await knowledge.index_agent(session, user, agent)
-    return to_read(agent)
+    return await _read(session, agent)
 
 
 async def update_agent(*, session: AsyncSession, user: Principal, agent_id: str, data: AgentUpdate) -> AgentRead:
@@ -417,7 +453,7 @@ async def clone_agent(*, session: AsyncSession, user: Principal, agent_id: str, 
         "INSERT INTO agent_knowledge_chunks (agent_id, source, kind, position, content, indexed_at) "
         "SELECT :clone, source, kind, position, content, indexed_at FROM agent_knowledge_chunks "
         "WHERE agent_id = :source"), {"clone": agent.id, "source": source.id})
-    return to_read(agent)
+    return await _read(session, agent)
 
 
 async def publish_agent(*, session: AsyncSession, user: Principal, agent_id: str,
@@ -487,81 +523,131 @@ async def list_reviews(*, session: AsyncSession, user: Principal, agent_id: str,
 
 _WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7),
             "month": timedelta(days=30)}
-# trend name -> (date_trunc unit, step, how many buckets)
-_TRENDS = {"daily": ("day", "1 day", 30), "weekly": ("week", "1 week", 12), "monthly": ("month", "1 month", 12)}
+# How many buckets each trend has: embedded in an agent (bounded list payloads) and on /performance.
+EMBEDDED_TREND_BUCKETS = {"daily": 7, "weekly": 4, "monthly": 12}
+REPORT_TREND_BUCKETS = {"daily": 30, "weekly": 12, "monthly": 12}
+_UNITS = {"daily": "day", "weekly": "week", "monthly": "month"}
 
 # Numbers inside JSONB metadata, ignoring values of any other JSON type.
 _COST = "CASE WHEN jsonb_typeof(e.metadata->'cost') = 'number' THEN (e.metadata->>'cost')::numeric END"
 _TOKENS = ("CASE WHEN jsonb_typeof(e.metadata->'tokensUsed') = 'number' "
            "THEN (e.metadata->>'tokensUsed')::numeric END")
+_FINISHED = "e.status IN ('completed', 'failed')"
 
-_TREND_SQL = text(f"""
-WITH buckets AS (
-  SELECT generate_series(date_trunc(:unit, CAST(:start AS timestamp)), date_trunc(:unit, CAST(:now AS timestamp)),
-                         CAST(:step AS interval)) AS b
-)
-SELECT b.b AS bucket,
-       count(e.id) FILTER (WHERE e.status IN ('completed', 'failed')) AS requests,
-       coalesce(avg(e.execution_time) FILTER (WHERE e.status IN ('completed', 'failed')), 0) AS response_time,
-       count(e.id) FILTER (WHERE e.status = 'failed') AS failures,
-       coalesce(sum({_COST}), 0) AS cost,
-       coalesce(sum({_TOKENS}), 0) AS tokens
-FROM buckets b
-LEFT JOIN task_executions e
-  ON e.agent_id = :agent_id AND e.started_at >= b.b AND e.started_at < b.b + CAST(:step AS interval)
-GROUP BY b.b ORDER BY b.b
-""")
-
+# Per agent: finished node executions since :since (all time when null), and the review average.
 _SUMMARY_SQL = text(f"""
-SELECT count(*) FILTER (WHERE e.status IN ('completed', 'failed')) AS requests,
-       count(*) FILTER (WHERE e.status = 'completed') AS successes,
-       count(*) FILTER (WHERE e.status = 'failed') AS failures,
-       coalesce(avg(e.execution_time) FILTER (WHERE e.status IN ('completed', 'failed')), 0) AS response_time,
-       coalesce(avg({_TOKENS}) FILTER (WHERE e.status IN ('completed', 'failed')), 0) AS avg_tokens,
-       coalesce(sum({_TOKENS}), 0) AS tokens,
-       coalesce(sum({_COST}), 0) AS cost,
-       max(coalesce(e.completed_at, e.started_at)) AS last_used,
-       count(DISTINCT e.task_id) AS tasks
-FROM task_executions e
-WHERE e.agent_id = :agent_id AND (CAST(:since AS timestamp) IS NULL OR e.started_at >= CAST(:since AS timestamp))
+WITH ids AS (SELECT DISTINCT unnest(CAST(:ids AS uuid[])) AS agent_id),
+ex AS (
+  SELECT e.agent_id,
+         count(*) FILTER (WHERE {_FINISHED}) AS requests,
+         count(*) FILTER (WHERE e.status = 'completed') AS successes,
+         count(*) FILTER (WHERE e.status = 'failed') AS failures,
+         avg(e.execution_time) FILTER (WHERE {_FINISHED}) AS response_time,
+         avg({_TOKENS}) FILTER (WHERE {_FINISHED}) AS avg_tokens,
+         sum({_TOKENS}) AS tokens, sum({_COST}) AS cost,
+         max(coalesce(e.completed_at, e.started_at)) AS last_used,
+         count(DISTINCT e.task_id) AS tasks
+  FROM task_executions e
+  WHERE e.agent_id = ANY(:ids)
+    AND (CAST(:since AS timestamptz) IS NULL OR e.started_at >= CAST(:since AS timestamptz))
+  GROUP BY e.agent_id
+),
+rv AS (SELECT agent_id, avg(rating) AS satisfaction FROM agent_reviews WHERE agent_id = ANY(:ids) GROUP BY agent_id)
+SELECT ids.agent_id, coalesce(ex.requests, 0) AS requests, coalesce(ex.successes, 0) AS successes,
+       coalesce(ex.failures, 0) AS failures, coalesce(ex.response_time, 0) AS response_time,
+       coalesce(ex.avg_tokens, 0) AS avg_tokens, coalesce(ex.tokens, 0) AS tokens, coalesce(ex.cost, 0) AS cost,
+       ex.last_used, coalesce(ex.tasks, 0) AS tasks, rv.satisfaction
+FROM ids LEFT JOIN ex ON ex.agent_id = ids.agent_id LEFT JOIN rv ON rv.agent_id = ids.agent_id
 """)
+
+# Per agent and trend: zero-filled buckets ending with the current one (:daily/:weekly/:monthly
+# buckets each; 0 leaves the trend out).
+_TRENDS_SQL = text(f"""
+WITH spans AS (
+  SELECT * FROM (VALUES ('daily', 'day', CAST(:daily AS int)), ('weekly', 'week', CAST(:weekly AS int)),
+                        ('monthly', 'month', CAST(:monthly AS int))) AS v(trend, unit, n)
+  WHERE n > 0
+),
+buckets AS (
+  SELECT s.trend, b AS start, b + CAST('1 ' || s.unit AS interval) AS stop
+  FROM spans s, LATERAL generate_series(
+    date_trunc(s.unit, CAST(:now AS timestamptz)) - CAST((s.n - 1) || ' ' || s.unit AS interval),
+    date_trunc(s.unit, CAST(:now AS timestamptz)), CAST('1 ' || s.unit AS interval)) AS b
+),
+ids AS (SELECT DISTINCT unnest(CAST(:ids AS uuid[])) AS agent_id),
+ex AS (
+  SELECT e.agent_id, e.started_at, e.status, e.execution_time, {_COST} AS cost, {_TOKENS} AS tokens
+  FROM task_executions e
+  WHERE e.agent_id = ANY(:ids) AND e.started_at >= (SELECT min(start) FROM buckets)
+)
+SELECT ids.agent_id, bk.trend, bk.start AS bucket,
+       count(ex.agent_id) FILTER (WHERE ex.status IN ('completed', 'failed')) AS requests,
+       coalesce(avg(ex.execution_time) FILTER (WHERE ex.status IN ('completed', 'failed')), 0) AS response_time,
+       count(ex.agent_id) FILTER (WHERE ex.status = 'failed') AS failures,
+       coalesce(sum(ex.cost), 0) AS cost, coalesce(sum(ex.tokens), 0) AS tokens
+FROM ids CROSS JOIN buckets bk
+LEFT JOIN ex ON ex.agent_id = ids.agent_id AND ex.started_at >= bk.start AND ex.started_at < bk.stop
+GROUP BY ids.agent_id, bk.trend, bk.start
+ORDER BY ids.agent_id, bk.trend, bk.start
+""")
+
+
+def percent(part: int, whole: int) -> float:
+    """The API's one rate unit: a percentage (0-100), two decimals; 0 when there is nothing to count."""
+    return round(100.0 * part / whole, 2) if whole else 0.0
+
+
+async def agent_trends(session: AsyncSession, agent_ids: list[uuid.UUID], buckets: dict[str, int],
+                       now: datetime) -> dict[uuid.UUID, dict[str, list[PerformanceMetric]]]:
+    out: dict[uuid.UUID, dict[str, list[PerformanceMetric]]] = {a: {t: [] for t in _UNITS} for a in agent_ids}
+    if not agent_ids or not buckets:
+        return out
+    rows = (await session.execute(_TRENDS_SQL, {"ids": agent_ids, "now": now, "daily": buckets.get("daily", 0),
+                                                "weekly": buckets.get("weekly", 0),
+                                                "monthly": buckets.get("monthly", 0)})).all()
+    for r in rows:
+        out[r.agent_id][r.trend].append(PerformanceMetric(
+            date=r.bucket.date().isoformat(), requests=r.requests, response_time=round(float(r.response_time), 3),
+            error_rate=percent(r.failures, r.requests), cost=float(r.cost), tokens=int(r.tokens)))
+    return out
+
+
+async def agent_performances(session: AsyncSession, agent_ids: list[uuid.UUID], *,
+                             trend_buckets: dict[str, int], since: datetime | None = None,
+                             now: datetime | None = None) -> dict[uuid.UUID, AgentPerformance]:
+    """The spec's AgentPerformance for many agents in two queries (totals since ``since``, all
+    time when None; trends always end now). An agent never used gets zeros and zero-filled trends."""
+    if not agent_ids:
+        return {}
+    now = now or utcnow()
+    summaries = {r.agent_id: r for r in (await session.execute(
+        _SUMMARY_SQL, {"ids": agent_ids, "since": since})).all()}
+    trends = await agent_trends(session, agent_ids, trend_buckets, now)
+    out = {}
+    for aid in agent_ids:
+        s = summaries[aid]
+        requests = int(s.requests)
+        out[aid] = AgentPerformance(
+            total_requests=requests, successful_requests=int(s.successes), failed_requests=int(s.failures),
+            average_response_time=round(float(s.response_time), 3), average_tokens_used=round(float(s.avg_tokens), 3),
+            last_used_at=s.last_used, error_rate=percent(int(s.failures), requests),
+            satisfaction_score=round(float(s.satisfaction), 2) if s.satisfaction is not None else None,
+            cost_per_request=round(float(s.cost) / requests, 6) if requests else 0.0,
+            popularity_score=int(s.tasks), total_tokens=int(s.tokens), total_cost=float(s.cost),
+            trends=PerformanceTrends(**trends[aid]))
+    return out
 
 
 async def performance(*, session: AsyncSession, user: Principal, agent_id: str,
-                      params: PerformanceParams) -> AgentPerformance:
+                      params: PerformanceParams) -> AgentPerformanceReport:
     agent = await load_agent(session, user, agent_id)
     now = utcnow()
     since = now - _WINDOWS[params.period] if params.period else None
-    s = (await session.execute(_SUMMARY_SQL, {"agent_id": agent.id, "since": since})).one()
-    satisfaction = await session.scalar(select(func.avg(models.AgentReview.rating))
-                                        .where(models.AgentReview.agent_id == agent.id))
-    wanted = params.metrics or list(_TRENDS)
-    trends: dict[str, list[PerformanceMetric]] = {}
-    for name in wanted:
-        unit, step, count = _TRENDS[name]
-        start = _bucket_start(now, unit, count)
-        rows = (await session.execute(_TREND_SQL, {"unit": unit, "step": step, "start": start, "now": now,
-                                                   "agent_id": agent.id})).all()
-        trends[name] = [PerformanceMetric(
-            date=r.bucket.date().isoformat(), requests=r.requests, response_time=round(float(r.response_time), 3),
-            error_rate=round(r.failures / r.requests, 4) if r.requests else 0.0, cost=float(r.cost),
-            tokens=int(r.tokens)) for r in rows]
-    requests = int(s.requests)
-    return AgentPerformance(
-        period=params.period, since=since, total_requests=requests, successful_requests=int(s.successes),
-        failed_requests=int(s.failures), average_response_time=round(float(s.response_time), 3),
-        average_tokens_used=round(float(s.avg_tokens), 3), total_tokens=int(s.tokens), total_cost=float(s.cost),
-        last_used_at=s.last_used or agent.last_used_at,
-        error_rate=round(int(s.failures) / requests, 4) if requests else 0.0,
-        satisfaction_score=round(float(satisfaction), 2) if satisfaction is not None else None,
-        cost_per_request=round(float(s.cost) / requests, 6) if requests else 0.0,
-        popularity_score=int(s.tasks), trends=PerformanceTrends(**trends))
-
-
-def _bucket_start(now: datetime, unit: str, count: int) -> datetime:
-    if unit == "day":
-        return now - timedelta(days=count - 1)
-    if unit == "week":
-        return now - timedelta(weeks=count - 1)
-    month_index = now.year * 12 + now.month - 1 - (count - 1)
-    return now.replace(year=month_index // 12, month=month_index % 12 + 1, day=1)
+    wanted = params.metrics or list(REPORT_TREND_BUCKETS)
+    buckets = {name: REPORT_TREND_BUCKETS[name] for name in wanted}
+    summary = (await agent_performances(session, [agent.id], trend_buckets={}, since=since, now=now))[agent.id]
+    trends = (await agent_trends(session, [agent.id], buckets, now))[agent.id]
+    return AgentPerformanceReport(
+        **summary.model_dump(exclude={"trends", "last_used_at"}),
+        last_used_at=summary.last_used_at or agent.last_used_at,
+        period=params.period, since=since, trends=SelectedTrends(**{k: v for k, v in trends.items() if k in buckets}))

@@ -43,7 +43,7 @@ from troupe.platform.deps import Principal
 from troupe.platform.schemas import Message
 from troupe.platform.users import service as users_service
 from troupe.security import hash_password, new_opaque_token, token_hash, verify_password
-from troupe.timeutil import utcnow
+from troupe.timeutil import iso, utcnow
 
 FORGOT_MESSAGE = "If an account exists for that address, a password reset link has been sent."
 _dummy_hash: str | None = None
@@ -208,7 +208,7 @@ async def login(*, session: AsyncSession, data: LoginRequest) -> AuthResult:
 def _locked(until: datetime) -> AppError:
     wait = max(1, int((until - utcnow()).total_seconds()))
     return AppError(ErrorCode.ACCOUNT_LOCKED, "Account is temporarily locked after repeated failed logins",
-                    details={"lockedUntil": until.isoformat() + "Z", "retryAfter": wait},
+                    details={"lockedUntil": iso(until), "retryAfter": wait},
                     headers={"Retry-After": str(wait)})
 
 

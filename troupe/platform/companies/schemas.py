@@ -7,12 +7,23 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Discriminator, Field, StringConstraints, model_validator
+from pydantic import Tag as PydanticTag
 
 from troupe.engine.graph_models import Edges, NodeData, Nodes, WorkflowNode
 from troupe.engine.validate import Limits
-from troupe.platform.agents.schemas import AgentConfiguration, AgentRead, AgentType
-from troupe.platform.schemas import CamelModel, PageParams, StrictInput, deep_merge
+from troupe.platform.agents.schemas import AgentConfiguration, AgentConfigurationRead, AgentRead, AgentType
+from troupe.platform.schemas import (
+    CamelModel,
+    PageParams,
+    RoundTripInput,
+    StrictInput,
+    UtcDateTime,
+    deep_merge,
+)
+from troupe.platform.tools.schemas import ToolOut
+from troupe.platform.tools.secrets import MASK
+from troupe.platform.workflows.schemas import WorkflowOut
 from troupe.providers.catalog import ProviderName
 
 CompanyType = Literal["software", "research", "content", "consulting", "ecommerce", "finance", "healthcare",
@@ -25,6 +36,7 @@ TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled", "
 LogLevel = Literal["debug", "info", "warn", "error"]
 
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+LIST_EMBED_LIMIT = 10  # agents and tools embedded in each row of a company list
 
 
 def _http_url(value: str) -> str:
@@ -48,14 +60,14 @@ IpRange = Annotated[str, StringConstraints(max_length=64), AfterValidator(_ip_or
 # --------------------------------------------------------------------------- settings
 
 
-class RetryPolicy(StrictInput):
+class CompanyRetryPolicy(StrictInput):
     max_retries: int = Field(3, ge=0, le=20)
     backoff_strategy: Literal["linear", "exponential"] = "exponential"
     initial_delay: int = Field(1000, ge=0, le=3_600_000, description="milliseconds")
     max_delay: int = Field(30_000, ge=0, le=86_400_000, description="milliseconds")
 
     @model_validator(mode="after")
-    def _ordered(self) -> RetryPolicy:
+    def _ordered(self) -> CompanyRetryPolicy:
         if self.max_delay < self.initial_delay:
             raise ValueError("maxDelay must be >= initialDelay")
         return self
@@ -67,7 +79,9 @@ class SecuritySettings(StrictInput):
     session_timeout: int = Field(3600, ge=60, le=604_800, description="seconds")
 
 
-class BillingIn(StrictInput):
+class BillingIn(RoundTripInput):
+    read_models = ("Billing",)  # currentUsage comes back from a GET
+
     plan: Literal["free", "pro", "enterprise"] = "free"
     monthly_limit: float = Field(100.0, ge=0, le=10_000_000)
 
@@ -88,7 +102,7 @@ class CompanySettingsIn(StrictInput):
     slack_channel: str | None = Field(None, max_length=100)
     email_notifications: bool = True
     sms_notifications: bool = False
-    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    retry_policy: CompanyRetryPolicy = Field(default_factory=CompanyRetryPolicy)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     billing: BillingIn = Field(default_factory=BillingIn)
 
@@ -140,9 +154,14 @@ class TeamMemberIn(StrictInput):
     role: MemberRole = "member"
 
 
-class CompanyUpdate(StrictInput):
+class CompanyUpdate(RoundTripInput):
     """Partial update. Members: ``teamMembers`` replaces the whole list;
-    ``addMembers`` / ``removeMembers`` change it incrementally (not both styles at once)."""
+    ``addMembers`` / ``removeMembers`` change it incrementally (not both styles at once).
+    A ``teamMembers`` entry may be a bare user id, as a GET answers it: that member
+    keeps their role (a new one joins as member). The whole GET answer may be sent
+    back: its server-owned fields are ignored."""
+
+    read_models = ("CompanyRead", "CompanyDetail")
 
     name: str | None = Field(None, min_length=1, max_length=255)
     description: str | None = Field(None, max_length=5000)
@@ -152,7 +171,7 @@ class CompanyUpdate(StrictInput):
     tags: list[Tag] | None = Field(None, max_length=20)
     logo: HttpUrlStr | None = None
     website: HttpUrlStr | None = None
-    team_members: list[TeamMemberIn] | None = Field(None, max_length=500)
+    team_members: list[TeamMemberIn | uuid.UUID] | None = Field(None, max_length=500)
     add_members: list[TeamMemberIn] | None = Field(None, max_length=500)
     remove_members: list[uuid.UUID] | None = Field(None, max_length=500)
 
@@ -243,8 +262,91 @@ class CompanyDocument(StrictInput):
         return self
 
 
-class ImportRequest(StrictInput):
-    data: CompanyDocument
+class SpecAgentConfiguration(RoundTripInput, AgentConfiguration):
+    """An agent's configuration as a GET answers it: a masked ``apiKey`` is dropped (the key
+    itself is never in a document), ``fewShotExamples`` is ignored."""
+
+    read_models = (AgentConfigurationRead,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_masked_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("apiKey") == MASK:
+            return {k: v for k, v in data.items() if k != "apiKey"}
+        return data
+
+
+class SpecAgent(RoundTripInput, ExportAgent):
+    """The spec's Agent in an import document; its server-owned fields are ignored."""
+
+    read_models = ("AgentRead",)
+
+    description: str = Field("", max_length=5000)
+    configuration: SpecAgentConfiguration = Field(default_factory=SpecAgentConfiguration)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_description(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("description", "") is None:
+            return {**data, "description": ""}
+        return data
+
+
+class SpecTool(RoundTripInput, ExportToolLink):
+    """The spec's Tool in an import document: linked by ``id`` (the tool must exist and be
+    visible to you); the rest of the object is ignored."""
+
+    read_models = ("ToolOut",)
+
+
+class SpecWorkflow(RoundTripInput, ExportWorkflow):
+    read_models = ("WorkflowOut",)
+
+
+class SpecCompany(RoundTripInput):
+    """The spec's ``Partial<Company>``: missing fields keep the company's values."""
+
+    read_models = ("CompanyDetail",)
+
+    name: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=5000)
+    type: CompanyType | None = None
+    industry: Industry | None = None
+    settings: CompanySettingsIn | None = None
+    tags: list[Tag] | None = Field(None, max_length=20)
+    logo: HttpUrlStr | None = None
+    website: HttpUrlStr | None = None
+
+
+class SpecCompanyDocument(StrictInput):
+    """The spec's import document ``{company, agents?, tools?, workflows?}`` (e.g. objects as
+    the GET routes answer them). Imported through the same path as a ``troupe.company`` document."""
+
+    company: SpecCompany = Field(default_factory=SpecCompany)
+    agents: list[SpecAgent] = Field(default_factory=list, max_length=1000)
+    tools: list[SpecTool] = Field(default_factory=list, max_length=1000)
+    workflows: list[SpecWorkflow] = Field(default_factory=list, max_length=200)
+
+    @model_validator(mode="after")
+    def _unique_refs(self) -> SpecCompanyDocument:
+        ids = [a.id for a in self.agents]
+        if len(ids) != len(set(ids)):
+            raise ValueError("agent ids must be unique within the document")
+        return self
+
+
+def _document_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "troupe" if "format" in value else "spec"
+    return "troupe" if isinstance(value, CompanyDocument) else "spec"
+
+
+class CompanyImportRequest(StrictInput):
+    data: Annotated[Annotated[CompanyDocument, PydanticTag("troupe")]
+                    | Annotated[SpecCompanyDocument, PydanticTag("spec")],
+                    Discriminator(_document_kind)] = Field(
+        description="A versioned troupe.company document (what export answers), or the spec's "
+                    "{company, agents, tools, workflows} (told apart by the presence of format)")
     overwrite: bool = Field(False, description="Replace the company's configuration, agents, tool links "
                                                "and workflows instead of adding to them")
 
@@ -266,12 +368,10 @@ class MemberRead(CamelModel):
     role: Literal["owner", "member", "viewer"]
 
 
-class ToolLinkRead(CamelModel):
-    id: uuid.UUID
-    name: str
-    version: str | None
-    type: str
-    category: str
+class CompanyToolRead(ToolOut):
+    """The spec's Tool (secrets masked) as installed in the company. ``usage`` holds the
+    counters; its ``trends`` are left empty here (``GET /api/tools/:id`` has them)."""
+
     installed_at: datetime | None
 
 
@@ -287,36 +387,44 @@ class WorkflowSummary(CamelModel):
 
 
 class ResourceUsage(CamelModel):
-    """No cpu/memory: runs share actor processes, so no per-run figure would be honest (README)."""
-
+    cpu: float | None = Field(description="Always null: runs share actor and worker processes, so no "
+                                          "per-company CPU figure is recorded")
+    memory: float | None = Field(description="Always null, as cpu")
     storage: int = Field(description="bytes of files stored for the company")
-    tokens: int
+    bandwidth: int | None = Field(description="Always null: outbound traffic is not metered per company")
+    tokens: int = Field(description="model tokens used (addition to the spec)")
 
 
 class CostBreakdown(CamelModel):
+    compute: float | None = Field(description="Always null: Troupe has no compute price")
+    storage: float | None = Field(description="Always null: Troupe has no storage price")
     api: float = Field(description="provider cost recorded on node executions")
-    other: float = Field(description="task cost not attributed to a node execution")
+    other: float = Field(description="task cost not attributed to a node execution (addition)")
 
 
 class Costs(CamelModel):
-    monthly: float
+    monthly: float = Field(description="cost of tasks created since the start of the current month (UTC)")
     total: float
     breakdown: CostBreakdown
 
 
 class Performance(CamelModel):
+    uptime: float | None = Field(description="Always null: a company's status history is not recorded")
     response_time: float = Field(description="average node execution time, ms")
     throughput: float = Field(description="tasks finished per hour over the last 24 hours")
 
 
 class CompanyMetrics(CamelModel):
+    """The spec's CompanyMetrics, from the company's tasks and node executions.
+    ``successRate`` is a percentage (0-100) of finished (completed + failed) tasks."""
+
     total_tasks: int
     completed_tasks: int
     failed_tasks: int
     pending_tasks: int
-    running_tasks: int
-    average_execution_time: float
-    success_rate: float
+    running_tasks: int = Field(description="addition to the spec")
+    average_execution_time: float = Field(description="ms, completed tasks")
+    success_rate: float = Field(description="percent (0-100) of finished tasks that completed")
     last_execution_at: datetime | None
     resource_usage: ResourceUsage
     costs: Costs
@@ -324,6 +432,11 @@ class CompanyMetrics(CamelModel):
 
 
 class CompanyRead(CamelModel):
+    """The spec's Company. In lists ``agents`` and ``tools`` hold at most ``LIST_EMBED_LIMIT``
+    entries each (the first attached / installed); ``agentCount`` / ``toolCount`` are the totals
+    and the single company answer has them all. ``workflow`` is the most recently updated active
+    (else any) workflow, null when the company has none."""
+
     id: uuid.UUID
     name: str
     description: str | None
@@ -332,6 +445,9 @@ class CompanyRead(CamelModel):
     status: str | None
     owner_id: uuid.UUID | None
     team_members: list[uuid.UUID]
+    agents: list[AgentRead]
+    tools: list[CompanyToolRead]
+    workflow: WorkflowOut | None
     settings: CompanySettings
     tags: list[str]
     logo: str | None
@@ -339,7 +455,7 @@ class CompanyRead(CamelModel):
     agent_count: int = 0
     tool_count: int = 0
     my_role: Literal["admin", "owner", "member", "viewer"] | None = None
-    metrics: CompanyMetrics | None = None
+    metrics: CompanyMetrics
     created_at: datetime | None
     updated_at: datetime | None
     last_activity_at: datetime | None
@@ -347,10 +463,7 @@ class CompanyRead(CamelModel):
 
 class CompanyDetail(CompanyRead):
     members: list[MemberRead]
-    agents: list[AgentRead]
-    tools: list[ToolLinkRead]
-    workflows: list[WorkflowSummary]
-    workflow: WorkflowSummary | None = Field(None, description="The most recently updated active (else any) workflow")
+    workflows: list[WorkflowSummary] = Field(description="every workflow of the company, newest first")
 
 
 class NeedsReentry(CamelModel):
@@ -371,38 +484,29 @@ class DuplicatedCompany(CompanyDetail):
     needs_reentry: list[NeedsReentry] = Field(default_factory=list)
 
 
-class MetricsTotals(CamelModel):
-    total_tasks: int
-    completed_tasks: int
-    failed_tasks: int
-    cancelled_tasks: int
-    pending_tasks: int
-    running_tasks: int
-    success_rate: float
-    average_duration: float = Field(description="ms, completed tasks")
-    total_cost: float
-    total_tokens: int
-    executions: int
-    failed_executions: int
-
-
 class TrendPoint(CamelModel):
     date: str
     tasks: int
     completed: int
     failed: int
-    success_rate: float
-    average_duration: float
+    success_rate: float = Field(description="percent (0-100)")
+    average_duration: float = Field(description="ms, completed tasks")
     cost: float
     tokens: int
 
 
-class CompanyMetricsReport(CamelModel):
+class CompanyMetricsReport(CompanyMetrics):
+    """``GET /api/companies/:id/metrics``: the spec's CompanyMetrics over the tasks created in
+    [startDate, endDate) (all tasks up to endDate without startDate), plus a trend in ``period``
+    buckets (over [startDate, endDate), or the period's default span ending at endDate)."""
+
     company_id: uuid.UUID
     period: Literal["hour", "day", "week", "month"]
-    start_date: datetime
+    start_date: datetime | None
     end_date: datetime
-    totals: MetricsTotals
+    cancelled_tasks: int
+    executions: int = Field(description="node executions of these tasks")
+    failed_executions: int
     trend: list[TrendPoint]
 
 
@@ -464,16 +568,16 @@ class CompanyListParams(PageParams):
 
 class MetricsParams(CamelModel):
     period: Literal["hour", "day", "week", "month"] = "day"
-    start_date: datetime | None = None
-    end_date: datetime | None = None
+    start_date: UtcDateTime | None = None
+    end_date: UtcDateTime | None = None
 
 
 class LogParams(CamelModel):
     page: int = Field(1, ge=1, le=100_000)
     limit: int = Field(50, ge=1, le=100)
     level: LogLevel | None = None
-    start_date: datetime | None = None
-    end_date: datetime | None = None
+    start_date: UtcDateTime | None = None
+    end_date: UtcDateTime | None = None
     search: str | None = Field(None, max_length=200)
 
 

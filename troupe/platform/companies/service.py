@@ -9,7 +9,8 @@ anywhere rolls everything back.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, update
@@ -19,15 +20,20 @@ from troupe.db import models
 from troupe.errors import AppError, ErrorCode, invalid
 from troupe.platform import access
 from troupe.platform.agents import service as agents_service
+from troupe.platform.agents.schemas import AgentRead
 from troupe.platform.companies.schemas import (
+    LIST_EMBED_LIMIT,
     CompanyCreate,
     CompanyDetail,
     CompanyDocument,
+    CompanyImportRequest,
     CompanyListParams,
     CompanyMetrics,
     CompanyMetricsReport,
     CompanyRead,
     CompanySettings,
+    CompanySettingsIn,
+    CompanyToolRead,
     CompanyUpdate,
     CostBreakdown,
     Costs,
@@ -37,20 +43,18 @@ from troupe.platform.companies.schemas import (
     ExportCompany,
     ExportToolLink,
     ExportWorkflow,
-    ImportRequest,
     ImportResult,
     LogParams,
     LogRead,
     MemberRead,
     MetricsParams,
-    MetricsTotals,
     NeedsReentry,
     Performance,
     ResourceUsage,
+    SpecCompanyDocument,
     TaskListParams,
     TaskRead,
     TeamMemberIn,
-    ToolLinkRead,
     TrendPoint,
     WorkflowSummary,
     default_settings,
@@ -59,8 +63,11 @@ from troupe.platform.companies.schemas import (
 from troupe.platform.deps import Principal
 from troupe.platform.schemas import Pagination, deep_merge
 from troupe.platform.system.gates import ensure_company_settings, ensure_team_size
+from troupe.platform.tools import service as tools_service
+from troupe.platform.workflows import service as workflows_service
+from troupe.platform.workflows.schemas import WorkflowOut
 from troupe.security import SecretBox
-from troupe.timeutil import iso, utcnow
+from troupe.timeutil import as_utc, iso, utcnow
 
 ACTIVE_TASK_STATES = ("running", "paused")
 C = models.Company
@@ -86,10 +93,8 @@ def scrub_secrets(value: Any) -> Any:
 # --------------------------------------------------------------------------- helpers
 
 
-def _naive(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+def _utc(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None
 
 
 def _validated_settings(merged: dict[str, Any], field: str = "settings") -> dict[str, Any]:
@@ -158,60 +163,71 @@ tk AS (
   WHERE {{where}}
 )"""
 
-_LIVE_SQL = text("WITH " + _TASKS_CTE.format(where="t.company_id = ANY(:ids)") + """
+_IN_WINDOW = ("t.company_id = ANY(:ids)"
+              " AND (CAST(:start AS timestamptz) IS NULL OR t.created_at >= CAST(:start AS timestamptz))"
+              " AND (CAST(:end AS timestamptz) IS NULL OR t.created_at < CAST(:end AS timestamptz))")
+
+_METRICS_SQL = text("WITH " + _TASKS_CTE.format(where=_IN_WINDOW) + """
 SELECT company_id,
        count(*) AS total,
        count(*) FILTER (WHERE status = 'completed') AS completed,
        count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
        count(*) FILTER (WHERE status = 'pending') AS pending,
        count(*) FILTER (WHERE status = 'running') AS running,
        coalesce(avg(execution_time) FILTER (WHERE status = 'completed'), 0) AS avg_time,
        max(started_at) AS last_execution,
        coalesce(sum(cost), 0) AS cost, coalesce(sum(api_cost), 0) AS api_cost,
-       coalesce(sum(cost) FILTER (WHERE created_at >= date_trunc('month', CAST(:now AS timestamp))), 0) AS monthly,
+       coalesce(sum(cost) FILTER (WHERE created_at >= date_trunc('month', CAST(:now AS timestamptz))), 0) AS monthly,
        coalesce(sum(tokens), 0) AS tokens,
        coalesce(sum(exec_ms), 0) AS exec_ms, coalesce(sum(exec_n), 0) AS exec_n,
+       coalesce(sum(n), 0) AS executions, coalesce(sum(nf), 0) AS failed_executions,
        count(*) FILTER (WHERE status IN ('completed', 'failed')
-                        AND completed_at >= CAST(:now AS timestamp) - interval '24 hours') AS finished_24h
+                        AND completed_at >= CAST(:now AS timestamptz) - interval '24 hours') AS finished_24h
 FROM tk GROUP BY company_id
 """)
 
 
 def _rate(completed: int, failed: int) -> float:
-    return round(100.0 * completed / (completed + failed), 2) if completed + failed else 0.0
+    return agents_service.percent(completed, completed + failed)
+
+
+async def _metrics_rows(session: AsyncSession, company_ids: list[uuid.UUID], start: datetime | None = None,
+                        end: datetime | None = None) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, int]]:
+    rows = {r.company_id: r for r in (await session.execute(
+        _METRICS_SQL, {"ids": company_ids, "now": utcnow(), "start": start, "end": end})).all()}
+    storage = dict((await session.execute(
+        select(models.File.company_id, func.coalesce(func.sum(models.File.size), 0))
+        .where(models.File.company_id.in_(company_ids)).group_by(models.File.company_id))).all())
+    return rows, storage
+
+
+def _metrics(r: Any, storage: int) -> CompanyMetrics:
+    """CompanyMetrics from one row of _METRICS_SQL (None: the company has no tasks)."""
+    total_cost, api_cost = (float(r.cost), float(r.api_cost)) if r else (0.0, 0.0)
+    exec_n = int(r.exec_n) if r else 0
+    return CompanyMetrics(
+        total_tasks=r.total if r else 0, completed_tasks=r.completed if r else 0,
+        failed_tasks=r.failed if r else 0, pending_tasks=r.pending if r else 0,
+        running_tasks=r.running if r else 0,
+        average_execution_time=round(float(r.avg_time), 3) if r else 0.0,
+        success_rate=_rate(r.completed, r.failed) if r else 0.0,
+        last_execution_at=r.last_execution if r else None,
+        resource_usage=ResourceUsage(cpu=None, memory=None, storage=int(storage), bandwidth=None,
+                                     tokens=int(r.tokens) if r else 0),
+        costs=Costs(monthly=float(r.monthly) if r else 0.0, total=total_cost,
+                    breakdown=CostBreakdown(compute=None, storage=None, api=api_cost,
+                                            other=max(total_cost - api_cost, 0.0))),
+        performance=Performance(uptime=None, response_time=round(float(r.exec_ms) / exec_n, 3) if exec_n else 0.0,
+                                throughput=round(int(r.finished_24h) / 24.0, 4) if r else 0.0))
 
 
 async def live_metrics(session: AsyncSession, company_ids: list[uuid.UUID]) -> dict[uuid.UUID, CompanyMetrics]:
     """The spec's CompanyMetrics for many companies in two grouped queries."""
     if not company_ids:
         return {}
-    rows = {r.company_id: r for r in (await session.execute(_LIVE_SQL, {"ids": company_ids, "now": utcnow()})).all()}
-    storage = dict((await session.execute(
-        select(models.File.company_id, func.coalesce(func.sum(models.File.size), 0))
-        .where(models.File.company_id.in_(company_ids)).group_by(models.File.company_id))).all())
-    out = {}
-    for cid in company_ids:
-        r = rows.get(cid)
-        if r is None:
-            out[cid] = CompanyMetrics(
-                total_tasks=0, completed_tasks=0, failed_tasks=0, pending_tasks=0, running_tasks=0,
-                average_execution_time=0.0, success_rate=0.0, last_execution_at=None,
-                resource_usage=ResourceUsage(storage=int(storage.get(cid, 0)), tokens=0),
-                costs=Costs(monthly=0, total=0, breakdown=CostBreakdown(api=0, other=0)),
-                performance=Performance(response_time=0, throughput=0))
-            continue
-        total_cost, api_cost = float(r.cost), float(r.api_cost)
-        out[cid] = CompanyMetrics(
-            total_tasks=r.total, completed_tasks=r.completed, failed_tasks=r.failed, pending_tasks=r.pending,
-            running_tasks=r.running, average_execution_time=round(float(r.avg_time), 3),
-            success_rate=_rate(r.completed, r.failed), last_execution_at=r.last_execution,
-            resource_usage=ResourceUsage(storage=int(storage.get(cid, 0)), tokens=int(r.tokens)),
-            costs=Costs(monthly=float(r.monthly), total=total_cost,
-                        breakdown=CostBreakdown(api=api_cost, other=max(total_cost - api_cost, 0.0))),
-            performance=Performance(
-                response_time=round(float(r.exec_ms) / int(r.exec_n), 3) if r.exec_n else 0.0,
-                throughput=round(int(r.finished_24h) / 24.0, 4)))
-    return out
+    rows, storage = await _metrics_rows(session, company_ids)
+    return {cid: _metrics(rows.get(cid), storage.get(cid, 0)) for cid in company_ids}
 
 
 # --------------------------------------------------------------------------- reads
@@ -227,16 +243,58 @@ def _tool_count():
             .correlate(C).scalar_subquery())
 
 
-def _to_read(company: models.Company, user: Principal, *, agents: int = 0, tools: int = 0,
-             metrics: CompanyMetrics | None = None) -> CompanyRead:
+def _to_read(company: models.Company, user: Principal, embedded: _Embedded, *, agents: int, tools: int,
+             metrics: CompanyMetrics) -> CompanyRead:
     return CompanyRead(
         id=company.id, name=company.name, description=company.description, type=company.type,
         industry=company.industry, status=company.status, owner_id=company.owner_id,
-        team_members=list(company.team_members or []),
+        team_members=list(company.team_members or []), agents=embedded.agents.get(company.id, []),
+        tools=embedded.tools.get(company.id, []), workflow=embedded.workflow.get(company.id),
         settings=CompanySettings.model_validate(effective_settings(company.settings)),
         tags=list(company.tags or []), logo=company.logo, website=company.website, agent_count=agents,
         tool_count=tools, my_role=access.role_in(company, user), metrics=metrics, created_at=company.created_at,
         updated_at=company.updated_at, last_activity_at=company.last_activity_at)
+
+
+@dataclass
+class _Embedded:
+    agents: dict[uuid.UUID, list[AgentRead]] = field(default_factory=dict)
+    tools: dict[uuid.UUID, list[CompanyToolRead]] = field(default_factory=dict)
+    workflow: dict[uuid.UUID, WorkflowOut] = field(default_factory=dict)
+
+
+async def _embedded(session: AsyncSession, company_ids: list[uuid.UUID], *, limit: int | None) -> _Embedded:
+    """Agents (the spec's Agent), tools (the spec's Tool) and main workflow of many companies in
+    a fixed number of queries: at most ``limit`` agents and tools per company (None: all)."""
+    out = _Embedded()
+    if not company_ids:
+        return out
+    A, CT, W = models.Agent, models.CompanyTool, models.Workflow
+    ranked = select(A.id, func.row_number().over(partition_by=A.company_id, order_by=(A.created_at, A.id))
+                    .label("rn")).where(A.company_id.in_(company_ids)).subquery()
+    query = select(A).join(ranked, ranked.c.id == A.id)
+    if limit is not None:
+        query = query.where(ranked.c.rn <= limit)
+    agents = list((await session.execute(query.order_by(A.company_id, ranked.c.rn))).scalars().all())
+    for agent, read in zip(agents, await agents_service.read_agents(session, agents), strict=True):
+        out.agents.setdefault(agent.company_id, []).append(read)
+    installs = select(CT.company_id, CT.tool_id, CT.installed_at, func.row_number().over(
+        partition_by=CT.company_id, order_by=(CT.installed_at, CT.tool_id)).label("rn")).where(
+        CT.company_id.in_(company_ids)).subquery()
+    query = select(models.Tool, installs.c.company_id, installs.c.installed_at).join(
+        installs, installs.c.tool_id == models.Tool.id)
+    if limit is not None:
+        query = query.where(installs.c.rn <= limit)
+    rows = (await session.execute(query.order_by(installs.c.company_id, installs.c.rn))).all()
+    usage = await tools_service.usage_summaries(session=session, tool_ids=list({t.id for t, _, _ in rows}))
+    for tool, cid, installed_at in rows:
+        dumped = tools_service.to_out(tool, usage.get(tool.id)).model_dump(by_alias=True)
+        out.tools.setdefault(cid, []).append(CompanyToolRead.model_validate({**dumped, "installedAt": installed_at}))
+    main = (await session.execute(
+        select(W).where(W.company_id.in_(company_ids)).distinct(W.company_id)
+        .order_by(W.company_id, (W.status == "active").desc(), W.updated_at.desc().nulls_last(), W.id))).scalars()
+    out.workflow = {w.company_id: workflows_service.to_out(w) for w in main.all()}
+    return out
 
 
 _SORTS = {"name": C.name, "createdAt": C.created_at, "updatedAt": C.updated_at, "type": C.type,
@@ -260,8 +318,10 @@ async def list_companies(*, session: AsyncSession, user: Principal,
     rows = (await session.execute(
         select(C, _agent_count(), _tool_count()).where(*conditions).order_by(ordering, C.id)
         .offset((params.page - 1) * params.limit).limit(params.limit))).all()
-    metrics = await live_metrics(session, [c.id for c, _, _ in rows])
-    items = [_to_read(c, user, agents=a, tools=t, metrics=metrics[c.id]) for c, a, t in rows]
+    ids = [c.id for c, _, _ in rows]
+    metrics = await live_metrics(session, ids)
+    embedded = await _embedded(session, ids, limit=LIST_EMBED_LIMIT)
+    items = [_to_read(c, user, embedded, agents=a, tools=t, metrics=metrics[c.id]) for c, a, t in rows]
     return items, Pagination.of(page=params.page, limit=params.limit, total=total)
 
 
@@ -272,13 +332,7 @@ def _summary(w: models.Workflow) -> WorkflowSummary:
 
 
 async def _detail(session: AsyncSession, user: Principal, company: models.Company) -> CompanyDetail:
-    agent_rows = (await session.execute(
-        select(models.Agent, agents_service._review_count()).where(models.Agent.company_id == company.id)
-        .order_by(models.Agent.created_at, models.Agent.id))).all()
-    tool_rows = (await session.execute(
-        select(models.Tool, models.CompanyTool.installed_at)
-        .join(models.CompanyTool, models.CompanyTool.tool_id == models.Tool.id)
-        .where(models.CompanyTool.company_id == company.id).order_by(models.CompanyTool.installed_at))).all()
+    embedded = await _embedded(session, [company.id], limit=None)
     workflows = (await session.execute(
         select(models.Workflow).where(models.Workflow.company_id == company.id)
         .order_by(models.Workflow.updated_at.desc(), models.Workflow.id))).scalars().all()
@@ -291,15 +345,10 @@ async def _detail(session: AsyncSession, user: Principal, company: models.Compan
     members += [MemberRead(user_id=m, username=names.get(m), role="viewer" if roles.get(str(m)) == "viewer"
                            else "member") for m in company.team_members or []]
     metrics = (await live_metrics(session, [company.id]))[company.id]
-    base = _to_read(company, user, agents=len(agent_rows), tools=len(tool_rows), metrics=metrics)
-    summaries = [_summary(w) for w in workflows]
-    main = next((s for s in summaries if s.status == "active"), summaries[0] if summaries else None)
-    return CompanyDetail(
-        **base.model_dump(), members=members,
-        agents=[agents_service.to_read(a, n) for a, n in agent_rows],
-        tools=[ToolLinkRead(id=t.id, name=t.name, version=t.version, type=t.type, category=t.category,
-                            installed_at=at) for t, at in tool_rows],
-        workflows=summaries, workflow=main)
+    base = _to_read(company, user, embedded, agents=len(embedded.agents.get(company.id, [])),
+                    tools=len(embedded.tools.get(company.id, [])), metrics=metrics)
+    return CompanyDetail(**base.model_dump(by_alias=True), members=members,
+                         workflows=[_summary(w) for w in workflows])
 
 
 async def get_company(*, session: AsyncSession, user: Principal, company_id: str) -> CompanyDetail:
@@ -406,8 +455,13 @@ async def update_company(*, session: AsyncSession, user: Principal, company_id: 
             raise _limit_error("tools", settings["maxTools"], tools)
         company.settings = settings
     if data.team_members is not None:
+        # A bare id (as a GET answers teamMembers) keeps that member's role; a new one joins as member.
+        kept = company.member_roles or {}
+        asked_members = [m if isinstance(m, TeamMemberIn) else
+                         TeamMemberIn(user_id=m, role="viewer" if kept.get(str(m)) == "viewer" else "member")
+                         for m in data.team_members]
         company.team_members, company.member_roles = await _check_members(
-            session, company, company.owner_id, data.team_members, "teamMembers")
+            session, company, company.owner_id, asked_members, "teamMembers")
     if data.add_members or data.remove_members:
         roles = dict(company.member_roles or {})
         current = [m for m in company.team_members or [] if m not in set(data.remove_members or [])]
@@ -441,23 +495,10 @@ _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta
 _MAX_BUCKETS = 1000
 _WINDOW = "t.company_id = :cid AND t.created_at >= :start AND t.created_at < :end"
 
-_TOTALS_SQL = text("WITH " + _TASKS_CTE.format(where=_WINDOW) + """
-SELECT count(*) AS total,
-       count(*) FILTER (WHERE status = 'completed') AS completed,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-       count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE status = 'running') AS running,
-       coalesce(avg(execution_time) FILTER (WHERE status = 'completed'), 0) AS avg_time,
-       coalesce(sum(cost), 0) AS cost, coalesce(sum(tokens), 0) AS tokens,
-       coalesce(sum(n), 0) AS executions, coalesce(sum(nf), 0) AS failed_executions
-FROM tk
-""")
-
 _TREND_SQL = text("WITH " + _TASKS_CTE.format(where=_WINDOW) + """,
 buckets AS (
-  SELECT generate_series(date_trunc(:unit, CAST(:start AS timestamp)),
-                         date_trunc(:unit, CAST(:end AS timestamp) - interval '1 microsecond'),
+  SELECT generate_series(date_trunc(:unit, CAST(:start AS timestamptz)),
+                         date_trunc(:unit, CAST(:end AS timestamptz) - interval '1 microsecond'),
                          CAST(:step AS interval)) AS b
 )
 SELECT b.b AS bucket, count(tk.status) AS tasks,
@@ -473,28 +514,29 @@ GROUP BY b.b ORDER BY b.b
 
 async def metrics_report(*, session: AsyncSession, user: Principal, company_id: str,
                          params: MetricsParams) -> CompanyMetricsReport:
+    """The spec's CompanyMetrics over [startDate, endDate) (no startDate: every task up to
+    endDate, i.e. the company's own ``metrics``), with a trend in ``period`` buckets."""
     company = await access.load_company(session, user, company_id, "read")
-    end = _naive(params.end_date) or utcnow()
-    start = _naive(params.start_date) or end - _DEFAULT_SPAN[params.period]
-    if start >= end:
+    end = _utc(params.end_date) or utcnow()
+    start = _utc(params.start_date)
+    trend_start = start or end - _DEFAULT_SPAN[params.period]
+    if trend_start >= end:
         raise invalid("startDate must be before endDate", field="startDate")
-    if (end - start) / _STEP[params.period] > _MAX_BUCKETS:
+    if (end - trend_start) / _STEP[params.period] > _MAX_BUCKETS:
         raise invalid(f"The range holds more than {_MAX_BUCKETS} {params.period} buckets; use a larger period",
                       field="period")
-    args = {"cid": company.id, "start": start, "end": end}
-    t = (await session.execute(_TOTALS_SQL, args)).one()
-    rows = (await session.execute(_TREND_SQL, {**args, "unit": params.period,
-                                               "step": f"1 {params.period}"})).all()
-    trend = [TrendPoint(date=iso(r.bucket), tasks=r.tasks, completed=r.completed, failed=r.failed,
-                        success_rate=_rate(r.completed, r.failed), average_duration=round(float(r.avg_time), 3),
-                        cost=float(r.cost), tokens=int(r.tokens)) for r in rows]
-    totals = MetricsTotals(
-        total_tasks=t.total, completed_tasks=t.completed, failed_tasks=t.failed, cancelled_tasks=t.cancelled,
-        pending_tasks=t.pending, running_tasks=t.running, success_rate=_rate(t.completed, t.failed),
-        average_duration=round(float(t.avg_time), 3), total_cost=float(t.cost), total_tokens=int(t.tokens),
-        executions=int(t.executions), failed_executions=int(t.failed_executions))
-    return CompanyMetricsReport(company_id=company.id, period=params.period, start_date=start, end_date=end,
-                                totals=totals, trend=trend)
+    rows, storage = await _metrics_rows(session, [company.id], start, end)
+    r = rows.get(company.id)
+    trend_rows = (await session.execute(_TREND_SQL, {"cid": company.id, "start": trend_start, "end": end,
+                                                     "unit": params.period, "step": f"1 {params.period}"})).all()
+    trend = [TrendPoint(date=iso(t.bucket), tasks=t.tasks, completed=t.completed, failed=t.failed,
+                        success_rate=_rate(t.completed, t.failed), average_duration=round(float(t.avg_time), 3),
+                        cost=float(t.cost), tokens=int(t.tokens)) for t in trend_rows]
+    return CompanyMetricsReport(
+        **_metrics(r, storage.get(company.id, 0)).model_dump(), company_id=company.id, period=params.period,
+        start_date=start, end_date=end, cancelled_tasks=r.cancelled if r else 0,
+        executions=int(r.executions) if r else 0, failed_executions=int(r.failed_executions) if r else 0,
+        trend=trend)
 
 
 async def list_logs(*, session: AsyncSession, user: Principal, company_id: str,
@@ -505,9 +547,9 @@ async def list_logs(*, session: AsyncSession, user: Principal, company_id: str,
     if params.level:
         conditions.append(L.level == params.level)
     if params.start_date:
-        conditions.append(L.created_at >= _naive(params.start_date))
+        conditions.append(L.created_at >= _utc(params.start_date))
     if params.end_date:
-        conditions.append(L.created_at < _naive(params.end_date))
+        conditions.append(L.created_at < _utc(params.end_date))
     if params.search:
         escaped = params.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conditions.append(L.message.ilike(f"%{escaped}%", escape="\\"))
@@ -693,10 +735,35 @@ async def export_company(*, session: AsyncSession, user: Principal, company_id: 
             tags=list(w.tags or [])) for w in workflows])
 
 
+def _spec_document(spec: SpecCompanyDocument, company: models.Company) -> CompanyDocument:
+    """The spec's ``{company: Partial<Company>, agents, tools, workflows}`` as a troupe.company
+    document: company fields it leaves out keep the company's values, its settings are merged
+    over the company's."""
+    src = spec.company
+    current = effective_settings(company.settings)
+    current["billing"].pop("currentUsage", None)
+    asked = src.settings.model_dump(mode="json", by_alias=True, exclude_unset=True) if src.settings else {}
+    sent = src.model_fields_set
+    try:
+        part = ExportCompany(
+            name=src.name or company.name, description=src.description if "description" in sent
+            else company.description, type=src.type or company.type,
+            industry=src.industry or company.industry or "other",
+            settings=CompanySettingsIn.model_validate(deep_merge(current, asked)),
+            tags=src.tags if src.tags is not None else list(company.tags or []),
+            logo=src.logo if "logo" in sent else company.logo,
+            website=src.website if "website" in sent else company.website)
+    except ValueError as exc:
+        raise invalid(f"company: {exc}", field="data.company") from exc
+    return CompanyDocument.model_construct(
+        format="troupe.company", version=1, exported_at=None, company=part, agents=list(spec.agents),
+        tools=list(spec.tools), workflows=list(spec.workflows))
+
+
 async def import_company(*, session: AsyncSession, user: Principal, company_id: str,
-                         data: ImportRequest) -> ImportResult:
+                         data: CompanyImportRequest) -> ImportResult:
     company = await access.load_company(session, user, company_id, "write", for_update=True)
-    doc = data.data
+    doc = data.data if isinstance(data.data, CompanyDocument) else _spec_document(data.data, company)
     # ---- resolve and check everything before the first write
     problems: list[dict[str, str]] = []
     tool_ids = list(dict.fromkeys(t.id for t in doc.tools))

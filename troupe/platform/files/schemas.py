@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from troupe.platform.schemas import CamelModel, PageParams, StrictInput
+from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput, UtcDateTime
 
 FileType = Literal["image", "document", "audio", "video", "archive", "other"]
 
@@ -72,7 +72,10 @@ class FileListParams(PageParams):
     sort: Literal["createdAt", "filename", "size", "type"] | None = None
 
 
-class FileUpdate(StrictInput):
+class FileUpdate(RoundTripInput):
+    """The whole GET answer may be sent back: its server-owned fields are ignored."""
+
+    read_models = ("FileInfo",)
     filename: str | None = Field(None, min_length=1, max_length=255)
     metadata: dict[str, Any] | None = None
     private: bool | None = None
@@ -85,7 +88,7 @@ class FileUpdate(StrictInput):
 
 
 class ShareCreate(StrictInput):
-    expires_at: datetime | None = None
+    expires_at: UtcDateTime | None = None
     expires_in: int | None = Field(None, ge=60, le=365 * 86400, description="Seconds from now")
     password: str | None = Field(None, min_length=4, max_length=128)
     allow_download: bool = True

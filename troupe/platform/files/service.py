@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Request
@@ -51,7 +51,7 @@ from troupe.platform.files.schemas import (
 from troupe.platform.files.sniff import ALLOWED_MIME, HEAD_BYTES, Sniffed, safe_name, sniff
 from troupe.platform.schemas import Pagination
 from troupe.security import hash_password, new_opaque_token, verify_password
-from troupe.timeutil import utcnow
+from troupe.timeutil import as_utc, iso, parse_iso, utcnow
 
 F = models.File
 CHUNK_UPLOAD_TTL = timedelta(hours=24)
@@ -275,7 +275,7 @@ async def upload_chunk(*, session: AsyncSession, user: Principal, request: Reque
             filename = _one(fields, "filename")
             if not filename:
                 raise AppError(ErrorCode.REQUIRED_FIELD_MISSING, "filename is required", field="filename")
-            manifest = {"filename": safe_name(filename), "totalChunks": total, "createdAt": now.isoformat()}
+            manifest = {"filename": safe_name(filename), "totalChunks": total, "createdAt": iso(now, timespec="microseconds")}
             await storage.write_bytes(f"{folder}/manifest.json", json.dumps(manifest).encode())
         else:
             await _check_not_expired(folder, manifest)
@@ -303,7 +303,7 @@ async def _read_manifest(folder: str) -> dict[str, Any] | None:
 
 
 def _manifest_created(manifest: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(manifest["createdAt"])
+    return parse_iso(manifest["createdAt"])  # older manifests: naive UTC
 
 
 async def _check_not_expired(folder: str, manifest: dict[str, Any]) -> None:
@@ -500,9 +500,7 @@ async def create_share(*, session: AsyncSession, user: Principal, file_id: str, 
     if data.expires_in is not None:
         expires_at = now + timedelta(seconds=data.expires_in)
     elif data.expires_at is not None:
-        value = data.expires_at
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
+        value = as_utc(data.expires_at)
         if value <= now:
             raise invalid("expiresAt must be in the future", field="expiresAt")
         expires_at = value

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from troupe.platform.deps import Authorized, DbSession
 from troupe.platform.logs import schemas, service
-from troupe.platform.schemas import Envelope, Pagination, ok
+from troupe.platform.schemas import Envelope, Pagination, UtcDateTime, ok
 
 router = APIRouter(prefix="/api/logs", tags=["logs"])
 
@@ -18,8 +17,8 @@ async def list_logs(session: DbSession, user: Authorized("logs:read"),
                     level: schemas.LogLevel | None = None,
                     source: Annotated[str | None, Query(max_length=100)] = None,
                     search: Annotated[str | None, Query(max_length=200)] = None,
-                    start_date: Annotated[datetime | None, Query(alias="startDate")] = None,
-                    end_date: Annotated[datetime | None, Query(alias="endDate")] = None,
+                    start_date: Annotated[UtcDateTime | None, Query(alias="startDate")] = None,
+                    end_date: Annotated[UtcDateTime | None, Query(alias="endDate")] = None,
                     user_id: Annotated[uuid.UUID | None, Query(alias="userId")] = None,
                     company_id: Annotated[uuid.UUID | None, Query(alias="companyId")] = None,
                     task_id: Annotated[uuid.UUID | None, Query(alias="taskId")] = None,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from troupe.db import models
 from troupe.errors import invalid
 from troupe.platform.logs import schemas
+from troupe.timeutil import as_utc
 
 Log = models.Log
 _MAX_HOURS = 24 * 7  # byHour covers at most the last week of matches, so it stays small
@@ -40,20 +41,17 @@ def _filters(*, level: str | None, source: str | None, company_id: uuid.UUID | N
     if request_id:
         conds.append(Log.request_id == request_id)
     if start_date:
-        conds.append(Log.created_at >= _naive(start_date))
+        conds.append(Log.created_at >= _utc(start_date))
     if end_date:
-        conds.append(Log.created_at <= _naive(end_date))
+        conds.append(Log.created_at <= _utc(end_date))
     if search:
         pattern = f"%{_escape_like(search)}%"
         conds.append(or_(Log.message.ilike(pattern, escape="\\"), Log.source.ilike(pattern, escape="\\")))
     return conds
 
 
-def _naive(value: datetime) -> datetime:
-    """Timestamps are stored as naive UTC."""
-    from datetime import UTC
-
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+def _utc(value: datetime) -> datetime:
+    return as_utc(value)
 
 
 async def search(*, session: AsyncSession, page: int, limit: int, **filters) -> tuple[schemas.LogPage, int]:

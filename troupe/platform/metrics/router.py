@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from troupe.platform.deps import Authorized, DbSession
 from troupe.platform.metrics import schemas, service
-from troupe.platform.schemas import Envelope, ok
+from troupe.platform.schemas import Envelope, UtcDateTime, ok
 from troupe.platform.system.gates import requires_feature
 
 router = APIRouter(prefix="/api/metrics", tags=["metrics"],
@@ -22,8 +21,8 @@ async def system(session: DbSession, user: Authorized("metrics:read")):
 
 @router.get("/performance", response_model=Envelope[schemas.PerformanceMetrics])
 async def performance(session: DbSession, user: Authorized("metrics:read"),
-                      start_date: Annotated[datetime | None, Query(alias="startDate")] = None,
-                      end_date: Annotated[datetime | None, Query(alias="endDate")] = None,
+                      start_date: Annotated[UtcDateTime | None, Query(alias="startDate")] = None,
+                      end_date: Annotated[UtcDateTime | None, Query(alias="endDate")] = None,
                       granularity: schemas.Granularity = "hour",
                       metrics: Annotated[list[schemas.PerfMetric] | None, Query(max_length=10)] = None):
     return ok(await service.performance(session=session, start_date=start_date, end_date=end_date,

@@ -26,7 +26,7 @@ from troupe.infra.redis import get_redis
 from troupe.platform.access import load_company
 from troupe.platform.deps import Principal
 from troupe.platform.metrics import schemas
-from troupe.timeutil import utcnow
+from troupe.timeutil import as_utc, utcnow
 
 _PROCESS_STARTED = time.time()
 GRANULARITY_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400, "week": 604_800}
@@ -108,13 +108,8 @@ async def system(*, session: AsyncSession) -> schemas.SystemMetrics:
 
 
 def _window(start: datetime | None, end: datetime | None, default: timedelta) -> tuple[datetime, datetime]:
-    from datetime import UTC
-
-    def naive(value: datetime) -> datetime:
-        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-
-    end = naive(end) if end else utcnow()
-    start = naive(start) if start else end - default
+    end = as_utc(end) if end else utcnow()
+    start = as_utc(start) if start else end - default
     if start >= end:
         raise invalid("startDate must be before endDate", field="startDate")
     return start, end

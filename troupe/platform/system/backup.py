@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import tempfile
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -40,7 +39,7 @@ from troupe.infra.storage import get_storage
 from troupe.platform.auth.audit import audit
 from troupe.platform.deps import Principal
 from troupe.platform.system import schemas
-from troupe.timeutil import utcnow
+from troupe.timeutil import iso, parse_iso, utcnow
 
 _ENC_MAGIC = b"TRPBK1"  # file header of an encrypted backup: magic || nonce(12) || ciphertext+tag
 _RESTORE_LOCK_TIMEOUT = "30s"
@@ -135,7 +134,7 @@ async def _read_manifest(backup_id: str) -> dict:
 
 def _to_out(manifest: dict) -> schemas.BackupOut:
     return schemas.BackupOut(id=manifest["id"], size=manifest["size"],
-                             created_at=datetime.fromisoformat(manifest["createdAt"]),
+                             created_at=parse_iso(manifest["createdAt"]),
                              compression=manifest["compression"], encryption=manifest["encryption"],
                              created_by=manifest.get("createdBy"), schema_heads=manifest["schemaHeads"],
                              tables=len(manifest["tables"]))
@@ -165,7 +164,7 @@ async def create_backup(*, session: AsyncSession, user: Principal,
         size = (await asyncio.to_thread(dump.stat)).st_size
         await get_storage().put_file(dump, f"{BACKUPS}/{name}")
     manifest = {"id": backup_id, "file": name, "size": size,
-                "createdAt": created.isoformat(), "compression": body.compression,
+                "createdAt": iso(created, timespec="microseconds"), "compression": body.compression,
                 "encryption": body.encryption, "createdBy": str(user.id), "schemaHeads": heads,
                 "tables": tables}
     # The manifest is written last: a listed backup always has its complete dump.

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from troupe.errors import forbidden
 from troupe.platform.deps import Authorized, DbSession
-from troupe.platform.schemas import Envelope, Message, PageParams, Pagination, ok
+from troupe.platform.schemas import Envelope, Message, PageParams, Pagination, UtcDateTime, ok
 from troupe.platform.tasks import schemas, service
 from troupe.platform.tasks.schemas import Priority, TaskStatus, TaskType
 
@@ -23,7 +22,7 @@ async def queue(session: DbSession, user: Authorized("tasks:read"),
     return ok(await service.queue(session=session, user=user, company_id=company_id))
 
 
-@router.post("/batch", response_model=Envelope[schemas.BatchResult], status_code=201,
+@router.post("/batch", response_model=Envelope[schemas.TaskBatchResult], status_code=201,
              responses={202: {"description": "Created and started (execute: true)"}})
 async def batch(body: schemas.TaskBatch, session: DbSession, user: Authorized("tasks:create"), response: Response):
     if body.execute and not user.can("tasks:execute"):
@@ -33,7 +32,7 @@ async def batch(body: schemas.TaskBatch, session: DbSession, user: Authorized("t
     if body.execute:
         response.status_code = 202
     # tasks[i] is input item i.
-    return ok(schemas.BatchResult(created=len(tasks), tasks=[service.to_out(t) for t in tasks]))
+    return ok(schemas.TaskBatchResult(created=len(tasks), tasks=[service.to_out(t) for t in tasks]))
 
 
 @router.get("", response_model=Envelope[list[schemas.TaskOut]])
@@ -44,8 +43,8 @@ async def list_tasks(session: DbSession, user: Authorized("tasks:read"), page: P
                      assigned_to: Annotated[uuid.UUID | None, Query(alias="assignedTo")] = None,
                      created_by: Annotated[uuid.UUID | None, Query(alias="createdBy")] = None,
                      workflow_id: Annotated[uuid.UUID | None, Query(alias="workflowId")] = None,
-                     start_date: Annotated[datetime | None, Query(alias="startDate")] = None,
-                     end_date: Annotated[datetime | None, Query(alias="endDate")] = None):
+                     start_date: Annotated[UtcDateTime | None, Query(alias="startDate")] = None,
+                     end_date: Annotated[UtcDateTime | None, Query(alias="endDate")] = None):
     rows, total = await service.list_tasks(
         session=session, user=user, page=page.page, limit=page.limit, sort=page.sort, order=page.order,
         search=page.search, status=status, type=type, priority=priority, company_id=company_id,
@@ -120,8 +119,8 @@ async def executions(task_id: str, session: DbSession, user: Authorized("tasks:r
 @router.get("/{task_id}/logs", response_model=Envelope[list[schemas.LogOut]])
 async def logs(task_id: str, session: DbSession, user: Authorized("tasks:read"), page: Page,
                level: Annotated[str | None, Query(pattern="^(debug|info|warn|error|fatal)$")] = None,
-               start_date: Annotated[datetime | None, Query(alias="startDate")] = None,
-               end_date: Annotated[datetime | None, Query(alias="endDate")] = None,
+               start_date: Annotated[UtcDateTime | None, Query(alias="startDate")] = None,
+               end_date: Annotated[UtcDateTime | None, Query(alias="endDate")] = None,
                node_id: Annotated[str | None, Query(alias="nodeId", max_length=255)] = None):
     rows, total = await service.logs(session=session, user=user, task_id=task_id, page=page.page,
                                      limit=page.limit, level=level, start_date=start_date, end_date=end_date,

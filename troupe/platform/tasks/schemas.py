@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from troupe.platform.schemas import CamelModel, StrictInput
+from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput, UtcDateTime
 
 TaskType = Literal["workflow", "single_agent", "batch", "scheduled"]
 Priority = Literal["low", "medium", "high", "urgent"]
@@ -24,17 +24,21 @@ class TaskCreate(StrictInput):
     input: Any = None
     assigned_to: uuid.UUID | None = None
     tags: list[str] = Field(default_factory=list, max_length=50)
-    scheduled_at: datetime | None = None
+    scheduled_at: UtcDateTime | None = None
 
 
-class TaskUpdate(StrictInput):
+class TaskUpdate(RoundTripInput):
+    """Partial: fields left out keep their value. The whole GET answer may be sent
+    back: its server-owned fields (status, type, companyId, ...) are ignored."""
+
+    read_models = ("TaskOut",)
     name: str | None = Field(None, min_length=1, max_length=255)
     description: str | None = Field(None, max_length=10_000)
     priority: Priority | None = None
     input: Any = None
     assigned_to: uuid.UUID | None = None
     tags: list[str] | None = Field(None, max_length=50)
-    scheduled_at: datetime | None = None
+    scheduled_at: UtcDateTime | None = None
 
 
 class TaskExecute(StrictInput):
@@ -59,7 +63,7 @@ class BatchItem(StrictInput):
     agent_id: uuid.UUID | None = None
     input: Any = None
     priority: Priority = "medium"
-    scheduled_at: datetime | None = Field(None, description="required for type scheduled: when the task runs")
+    scheduled_at: UtcDateTime | None = Field(None, description="required for type scheduled: when the task runs")
 
 
 class TaskBatch(StrictInput):
@@ -141,6 +145,6 @@ class QueueStatus(CamelModel):
     estimated_wait_time: int = Field(description="Milliseconds")
 
 
-class BatchResult(CamelModel):
+class TaskBatchResult(CamelModel):
     created: int
     tasks: list[TaskOut]

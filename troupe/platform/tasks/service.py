@@ -164,7 +164,7 @@ async def update_task(*, session: AsyncSession, user: Principal, task_id: str, b
     task = await load_task(session, user, task_id, "execute", for_update=True)
     if task.status not in ("pending", "paused"):
         raise AppError(ErrorCode.RESOURCE_IN_USE, f"A {task.status} task cannot be updated (only pending or paused)")
-    values = body.model_dump(exclude_unset=True)
+    values = body.model_dump(exclude_unset=True, by_alias=False)  # the columns are snake_case
     if "scheduled_at" in values:
         values["scheduled_at"] = _utc(values["scheduled_at"])
         if task.queued_at is not None and task.type == "scheduled":

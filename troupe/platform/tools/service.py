@@ -366,7 +366,7 @@ def _rate(part: int, whole: int) -> float:
 async def _series(session: AsyncSession, tool_id: uuid.UUID, scope: ColumnElement[bool], unit: str,
                   count: int, now: datetime) -> list[tuple[datetime, int, int]]:
     """Calls per ``unit`` over the last ``count`` units, oldest first, zero-filled in SQL."""
-    trunc_now = func.date_trunc(unit, cast(now, DateTime))
+    trunc_now = func.date_trunc(unit, cast(now, DateTime(timezone=True)))
     step = literal_column(f"interval '1 {unit}'")  # unit comes from a fixed whitelist
     buckets = select(func.generate_series(trunc_now - step * (count - 1), trunc_now, step)
                      .label("start")).subquery()
