@@ -56,7 +56,7 @@ async def _sample(http: httpx.AsyncClient, name: str, method: str, url: str, **k
     if name == "health":
         data = body.get("data") or {}
         sample["down"] = data.get("down")
-        sample["checks"] = {k: v.get("status") for k, v in (data.get("checks") or {}).items()}
+        sample["services"] = {k: v.get("status") for k, v in (data.get("services") or {}).items()}
     return sample
 
 

@@ -43,7 +43,7 @@ def _assert_all_ok(samples: list[dict[str, Any]]) -> None:
     for sample in samples:
         assert sample["status"] in (200, 201), sample
     health = next(s for s in samples if s["name"] == "health")
-    assert health["down"] == [] and set(health["checks"].values()) == {"up"}, health
+    assert health["down"] == [] and set(health["services"].values()) == {"up"}, health
 
 
 def _assert_fast_503s(samples: list[dict[str, Any]], *, code: str, down: str) -> None:
@@ -57,7 +57,7 @@ def _assert_fast_503s(samples: list[dict[str, Any]], *, code: str, down: str) ->
         assert sample["retryAfter"] and int(sample["retryAfter"]) > 0, sample
         if sample["name"] == "health":
             assert sample["down"] == [down], sample
-            assert sample["checks"][down] == "down", sample
+            assert sample["services"][down] == "down", sample
         else:
             assert sample["code"] == code, sample
             assert sample["requestId"], sample  # the full envelope, not a bare error page
@@ -74,7 +74,7 @@ def test_redis_paused_requests_answer_503_fast_and_recover(outage_report):
 
 def test_postgres_stopped_requests_answer_503_fast_and_recover(outage_report):
     # Postgres down: SYS_002, database error, as 503.
-    _assert_fast_503s(outage_report["postgresStopped"], code="SYS_002", down="postgres")
+    _assert_fast_503s(outage_report["postgresStopped"], code="SYS_002", down="database")
     recovery = outage_report["postgresRecovery"]
     assert recovery["seconds"] < 10, recovery
     _assert_all_ok(recovery["after"])

@@ -131,6 +131,28 @@ class Storage:
         except FileNotFoundError:
             pass
 
+    @property
+    def backend(self) -> str:
+        protocol = self.fs.protocol
+        return protocol if isinstance(protocol, str) else protocol[0]
+
+    async def probe(self) -> dict[str, Any]:
+        """Health: reach the backend where it keeps objects, without writing one.
+        Local: the root exists (made if missing, as the first upload would) and this
+        process may write into it. Otherwise: the bucket answers a fresh lookup."""
+        def check() -> dict[str, Any]:
+            if self.backend in ("file", "local"):
+                os.makedirs(self.root, exist_ok=True)
+                if not os.access(self.root, os.W_OK | os.X_OK):
+                    raise PermissionError("the storage root is not writable")
+            else:
+                bucket = self.root.split("/", 1)[0]
+                self.fs.invalidate_cache(bucket)
+                self.fs.info(bucket)
+            return {"backend": self.backend, "root": self.root}
+
+        return await self._run(check)
+
     async def delete_prefix(self, prefix: str) -> None:
         try:
             await self._run(self.fs.rm, self.path(prefix), recursive=True)

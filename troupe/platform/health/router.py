@@ -15,6 +15,7 @@ from troupe.platform.deps import Principal, authenticate_token
 from troupe.platform.health import service
 from troupe.platform.health.schemas import HealthReport
 from troupe.platform.schemas import Envelope, ok
+from troupe.timeutil import utcnow
 
 router = APIRouter(prefix="/api/settings", tags=["settings"])
 _STARTED = time.monotonic()
@@ -36,22 +37,24 @@ async def optional_principal(credentials: HTTPAuthorizationCredentials | None) -
 
 
 @router.get("/health", response_model=Envelope[HealthReport],
-            responses={503: {"model": Envelope[HealthReport], "description": "A dependency is down"}})
+            responses={503: {"model": Envelope[HealthReport],
+                             "description": "A critical service (database, redis, queue) is down"}})
 async def health(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
                  ) -> JSONResponse:
     # Concurrently: a dead backend costs the caller one probe timeout, not one per step.
-    principal, checks = await asyncio.gather(optional_principal(credentials), service.check_all())
-    healthy = all(c.status == "up" for c in checks.values())
-    if principal is None or not principal.can("system:read"):
-        checks = {name: c.model_copy(update={"details": None, "error": None}) for name, c in checks.items()}
-    report = HealthReport(status="healthy" if healthy else "unhealthy", version=__version__,
-                          uptime_seconds=round(time.monotonic() - _STARTED, 3), checks=checks,
-                          down=sorted(name for name, c in checks.items() if c.status == "down"))
+    principal, probes = await asyncio.gather(optional_principal(credentials), service.check_all())
+    full = principal is not None and principal.can("system:read")
+    status = service.overall(probes)
+    report = HealthReport(status=status, version=__version__, uptime=round(time.monotonic() - _STARTED, 3),
+                          timestamp=utcnow(), services=service.services(probes, full=full),
+                          checks=[p.check() for p in probes] if full else [],
+                          down=[p.name for p in probes if p.status == "down"])
     body = ok(report).model_dump(mode="json", by_alias=True)
-    body["success"] = healthy
+    unhealthy = status == "unhealthy"
+    body["success"] = not unhealthy
     # Retry-After tells a load balancer or client when to look again.
-    headers = None if healthy else {"Retry-After": str(get_settings().outage_retry_after)}
-    return JSONResponse(body, status_code=200 if healthy else 503, headers=headers)
+    headers = {"Retry-After": str(get_settings().outage_retry_after)} if unhealthy else None
+    return JSONResponse(body, status_code=503 if unhealthy else 200, headers=headers)
 
 
 async def startup_hook() -> None:
