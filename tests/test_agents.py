@@ -18,6 +18,13 @@ async def test_create_defaults_and_known_context_window(client, user):
     assert c["safety"]["contentFilter"] is True and c["knowledgeBase"]["updateFrequency"] == "daily"
     assert agent["version"] == "1.0.0" and agent["createdBy"] == user.id and agent["isPublic"] is False
     assert agent["rating"] == 0 and agent["status"] == "idle"
+    # A new agent has the spec's AgentPerformance with zeros and zero-filled trends, and no reviews.
+    p = agent["performance"]
+    assert (p["totalRequests"], p["errorRate"], p["costPerRequest"], p["popularityScore"]) == (0, 0, 0, 0)
+    assert p["lastUsedAt"] is None and p["satisfactionScore"] is None
+    assert [len(p["trends"][k]) for k in ("daily", "weekly", "monthly")] == [7, 4, 12]
+    assert all(m["requests"] == 0 for k in ("daily", "weekly", "monthly") for m in p["trends"][k])
+    assert agent["reviews"] == [] and agent["reviewCount"] == 0
     sim = await make_agent(client, user)
     assert sim["configuration"]["contextWindow"] == 32768
 
@@ -167,10 +174,10 @@ async def test_performance_from_execution_rows(client, user):
     assert (data["totalRequests"], data["successfulRequests"], data["failedRequests"]) == (3, 2, 1)
     assert data["averageResponseTime"] == 200 and data["averageTokensUsed"] == 20
     assert data["totalTokens"] == 60 and abs(data["totalCost"] - 0.06) < 1e-9
-    assert data["errorRate"] == round(1 / 3, 4) and data["popularityScore"] == 2
+    assert data["errorRate"] == round(100 / 3, 2) and data["popularityScore"] == 2  # rates are percentages
     daily = data["trends"]["daily"]
     assert len(daily) == 30 and daily[-1]["date"] == now.date().isoformat()
-    assert daily[-1]["requests"] == 1 and daily[-3]["errorRate"] == 1.0
+    assert daily[-1]["requests"] == 1 and daily[-3]["errorRate"] == 100.0
     assert sum(p["requests"] for p in daily) == 2
     assert len(data["trends"]["monthly"]) == 12 and sum(p["requests"] for p in data["trends"]["monthly"]) == 3
     assert len(data["trends"]["weekly"]) == 12
@@ -178,6 +185,15 @@ async def test_performance_from_execution_rows(client, user):
                                                                                "metrics": "daily"},
                                       headers=user.headers))
     assert week["totalRequests"] == 2 and week["trends"]["weekly"] is None
+    # The agent answer embeds the same AgentPerformance (all time), with shorter trends.
+    embedded = assert_ok(await client.get(f"/api/agents/{aid}", headers=user.headers))["performance"]
+    assert (embedded["totalRequests"], embedded["failedRequests"], embedded["popularityScore"]) == (3, 1, 2)
+    assert embedded["errorRate"] == data["errorRate"] and embedded["costPerRequest"] == data["costPerRequest"]
+    assert embedded["averageTokensUsed"] == 20 and embedded["satisfactionScore"] is None
+    trends = embedded["trends"]
+    assert [len(trends[k]) for k in ("daily", "weekly", "monthly")] == [7, 4, 12]
+    assert trends["daily"][-1]["requests"] == 1 and trends["daily"][-3]["errorRate"] == 100.0
+    assert sum(p["requests"] for p in trends["monthly"]) == 3
     for params in ({"period": "year"}, {"metrics": "hourly"}):
         assert_error(await client.get(f"/api/agents/{aid}/performance", params=params, headers=user.headers),
                      422, "VAL_001")
@@ -261,6 +277,13 @@ async def test_reviews(client, user, admin, user_factory):
         assert resp.status_code == 422 and resp.json()["error"]["code"].startswith("VAL_")
     agent_now = assert_ok(await client.get(f"/api/agents/{aid}", headers=user.headers))
     assert agent_now["rating"] == 3.5 and agent_now["reviewCount"] == 2
+    # The spec's Agent.reviews: the newest first, in the AgentReview shape.
+    assert [r["comment"] for r in agent_now["reviews"]] == ["meh", "great"]
+    assert {"id", "userId", "rating", "comment", "createdAt"} <= set(agent_now["reviews"][0])
+    assert agent_now["performance"]["satisfactionScore"] == 3.5
+    listed = assert_ok(await client.get("/api/agents", params={"isPublic": "true", "search": agent["name"]},
+                                        headers=r1.headers))
+    assert [r["rating"] for r in next(a for a in listed if a["id"] == aid)["reviews"]] == [2, 5]
     resp = await client.get(f"/api/agents/{aid}/reviews", params={"sort": "rating", "order": "desc", "limit": 1},
                             headers=user.headers)
     assert resp.json()["data"][0]["rating"] == 5 and resp.json()["data"][0]["username"] == r1.username

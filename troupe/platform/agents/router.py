@@ -10,7 +10,7 @@ from troupe.platform.agents import service
 from troupe.platform.agents.schemas import (
     AgentCreate,
     AgentListParams,
-    AgentPerformance,
+    AgentPerformanceReport,
     AgentRead,
     AgentUpdate,
     CloneRequest,
@@ -60,7 +60,7 @@ async def delete_agent(agent_id: str, session: DbSession, user: Authorized("agen
     return ok(Message(message="Agent deleted"))
 
 
-@router.get("/{agent_id}/performance", response_model=Envelope[AgentPerformance])
+@router.get("/{agent_id}/performance", response_model=Envelope[AgentPerformanceReport])
 async def agent_performance(agent_id: str, session: DbSession, user: Authorized("agents:read"),
                             params: Annotated[PerformanceParams, Query()]):
     return ok(await service.performance(session=session, user=user, agent_id=agent_id, params=params))

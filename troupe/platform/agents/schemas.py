@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
-from troupe.platform.schemas import CamelModel, PageParams, StrictInput
+from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput
+from troupe.platform.tools.schemas import ToolPricing  # one pricing model, owned by the tools
 from troupe.providers.catalog import ProviderName
 
 AgentType = Literal["conversational", "analytical", "creative", "technical", "customer_service",
@@ -16,6 +17,7 @@ AgentType = Literal["conversational", "analytical", "creative", "technical", "cu
 AgentStatus = Literal["active", "idle", "error", "training", "updating"]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 ShortText = Annotated[str, StringConstraints(max_length=500)]
+RECENT_REVIEWS = 5  # reviews embedded in an agent answer
 
 
 class SafetySettings(StrictInput):
@@ -50,7 +52,7 @@ HttpUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, 
                                            pattern=r"^https?://[^\s]+$")]
 
 
-class AgentConfiguration(StrictInput):
+class AgentConfiguration(RoundTripInput):
     """The spec's AgentConfiguration with its defaults. Stored camelCase in
     ``agents.configuration``. Cross-field rules (maxTokens vs contextWindow vs the
     model's window, which provider takes baseUrl or endpoint) are checked by the
@@ -60,6 +62,8 @@ class AgentConfiguration(StrictInput):
     to keep it); ``baseUrl`` points openai/anthropic/google/local at another server,
     ``endpoint`` is the ``custom`` provider's URL. ``responseSchema`` (a JSON Schema)
     is what a ``structured`` answer must satisfy."""
+
+    read_models = ("AgentConfigurationRead",)  # fewShotExamples (set by training) comes back from a GET
 
     system_prompt: str = Field("", max_length=20_000)
     temperature: float = Field(0.7, ge=0, le=2)
@@ -99,9 +103,12 @@ class AgentCreate(StrictInput):
     is_public: bool = False
 
 
-class AgentUpdate(StrictInput):
+class AgentUpdate(RoundTripInput):
     """Partial update. ``configuration`` is merged field by field over the stored one.
-    ``isPublic`` goes through publish/unpublish; status belongs to the runtime."""
+    ``isPublic`` goes through publish/unpublish; status belongs to the runtime. The
+    whole GET answer may be sent back: its other fields are ignored."""
+
+    read_models = ("AgentRead",)
 
     name: str | None = Field(None, min_length=1, max_length=255)
     description: str | None = Field(None, max_length=5000)
@@ -112,14 +119,6 @@ class AgentUpdate(StrictInput):
     configuration: AgentConfiguration | None = None
     company_id: uuid.UUID | None = None
     tags: list[Tag] | None = Field(None, max_length=20)
-
-
-class ToolPricing(StrictInput):
-    model: Literal["free", "usage", "subscription", "one_time"]
-    price: float = Field(ge=0, le=1_000_000)
-    currency: str = Field("USD", pattern="^[A-Z]{3}$")
-    unit: str | None = Field(None, max_length=50)
-    limits: dict[Literal["free", "paid"], int] = Field(default_factory=lambda: {"free": 0, "paid": 0})
 
 
 class PublishRequest(StrictInput):
@@ -146,30 +145,6 @@ class Marketplace(CamelModel):
     published_by: str | None = None
 
 
-class AgentRead(CamelModel):
-    id: uuid.UUID
-    name: str
-    description: str | None
-    type: str
-    model: str
-    provider: str
-    status: str | None
-    capabilities: list[str]
-    configuration: dict[str, Any] = Field(description="AgentConfiguration (camelCase keys)")
-    performance: dict[str, Any]
-    company_id: uuid.UUID | None
-    created_by: uuid.UUID | None
-    tags: list[str]
-    version: str | None
-    is_public: bool
-    rating: float
-    review_count: int = 0
-    marketplace: Marketplace | None = None
-    created_at: datetime | None
-    updated_at: datetime | None
-    last_used_at: datetime | None
-
-
 class ReviewRead(CamelModel):
     id: uuid.UUID
     agent_id: uuid.UUID
@@ -187,36 +162,94 @@ class ReviewResult(CamelModel):
 
 
 class PerformanceMetric(CamelModel):
-    date: str
-    requests: int
-    response_time: float
-    error_rate: float
+    """One bucket of a trend: node executions of the agent that started in it."""
+
+    date: str = Field(description="bucket start, YYYY-MM-DD (UTC)")
+    requests: int = Field(description="finished (completed + failed) node executions")
+    response_time: float = Field(description="average execution time, ms")
+    error_rate: float = Field(description="failed / finished, percent (0-100)")
     cost: float
     tokens: int
 
 
 class PerformanceTrends(CamelModel):
+    """Zero-filled, oldest first. Embedded in an agent: the last 7 days, 4 weeks and 12
+    months; ``GET /api/agents/:id/performance``: 30 days, 12 weeks, 12 months."""
+
+    daily: list[PerformanceMetric]
+    weekly: list[PerformanceMetric]
+    monthly: list[PerformanceMetric]
+
+
+class AgentPerformance(CamelModel):
+    """The spec's AgentPerformance, computed from the agent's recorded node executions
+    (``task_executions``) and reviews. Rates are percentages (0-100)."""
+
+    total_requests: int = Field(description="finished (completed + failed) node executions")
+    successful_requests: int
+    failed_requests: int
+    average_response_time: float = Field(description="ms")
+    average_tokens_used: float = Field(description="tokens per finished execution")
+    last_used_at: datetime | None
+    error_rate: float = Field(description="failed / finished, percent (0-100)")
+    satisfaction_score: float | None = Field(description="average review rating (1-5); null without reviews")
+    cost_per_request: float
+    popularity_score: int = Field(description="distinct tasks that used the agent")
+    total_tokens: int
+    total_cost: float
+    trends: PerformanceTrends
+
+
+class SelectedTrends(CamelModel):
+    """Only the trends asked for with ``metrics`` (all three by default); the others are null."""
+
     daily: list[PerformanceMetric] | None = None
     weekly: list[PerformanceMetric] | None = None
     monthly: list[PerformanceMetric] | None = None
 
 
-class AgentPerformance(CamelModel):
-    period: str | None
+class AgentPerformanceReport(AgentPerformance):
+    """``GET /api/agents/:id/performance``: AgentPerformance over ``period`` (all time without one)."""
+
+    period: Literal["hour", "day", "week", "month"] | None
     since: datetime | None
-    total_requests: int
-    successful_requests: int
-    failed_requests: int
-    average_response_time: float
-    average_tokens_used: float
-    total_tokens: int
-    total_cost: float
+    trends: SelectedTrends  # type: ignore[assignment]
+
+
+class AgentConfigurationRead(AgentConfiguration):
+    """The stored configuration as answered: ``apiKey`` masked, ``fewShotExamples`` set by training."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    few_shot_examples: list[dict[str, Any]] | None = None
+
+
+class AgentRead(CamelModel):
+    """The spec's Agent. ``reviews`` holds the most recent reviews (at most
+    ``RECENT_REVIEWS``, newest first; ``reviewCount`` is the total, ``GET /api/agents/:id/reviews`` pages them)."""
+
+    id: uuid.UUID
+    name: str
+    description: str | None
+    type: str
+    model: str
+    provider: str
+    status: str | None
+    capabilities: list[str]
+    configuration: AgentConfigurationRead
+    performance: AgentPerformance
+    company_id: uuid.UUID | None
+    created_by: uuid.UUID | None
+    tags: list[str]
+    version: str | None
+    is_public: bool
+    rating: float
+    reviews: list[ReviewRead]
+    review_count: int = 0
+    marketplace: Marketplace | None = None
+    created_at: datetime | None
+    updated_at: datetime | None
     last_used_at: datetime | None
-    error_rate: float
-    satisfaction_score: float | None
-    cost_per_request: float
-    popularity_score: int = Field(description="Distinct tasks that used the agent in the window")
-    trends: PerformanceTrends
 
 
 class AgentListParams(PageParams):
