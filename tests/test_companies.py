@@ -15,7 +15,7 @@ from tests.utils.ca_helpers import (
     make_company,
 )
 from tests.utils.fixtures import assert_error, assert_ok
-from troupe.timeutil import utcnow
+from troupe.timeutil import iso, utcnow
 
 
 async def test_create_merges_settings_attaches_agents_tools_and_workflow(client, user):
@@ -36,7 +36,13 @@ async def test_create_merges_settings_attaches_agents_tools_and_workflow(client,
     assert s["retryPolicy"]["backoffStrategy"] == "exponential" and s["billing"]["currentUsage"] == 0
     assert [a["id"] for a in data["agents"]] == [agent["id"]]
     assert {t["id"] for t in data["tools"]} == {tool, public_tool}
-    assert data["workflow"]["nodeCount"] == 2 and data["workflows"][0]["status"] == "draft"
+    # The spec's Company: agents are Agents, tools are Tools, workflow is the Workflow with its graph.
+    assert data["agents"][0]["performance"]["totalRequests"] == 0 and data["agents"][0]["reviews"] == []
+    assert {t["id"]: t["installedAt"] is not None for t in data["tools"]} == {tool: True, public_tool: True}
+    assert all({"configuration", "schema", "usage", "documentation", "pricing"} <= set(t) for t in data["tools"])
+    assert [n["id"] for n in data["workflow"]["nodes"]] == ["in", "a"]
+    assert data["workflow"]["edges"][0]["source"] == "in" and data["workflow"]["status"] == "draft"
+    assert data["workflows"][0]["nodeCount"] == 2 and data["workflows"][0]["status"] == "draft"
     assert data["members"] == [{"userId": user.id, "username": user.username, "role": "owner"}]
     assert data["metrics"]["totalTasks"] == 0
     fetched = assert_ok(await client.get(f"/api/companies/{data['id']}", headers=user.headers))
@@ -202,21 +208,25 @@ async def test_metrics_from_task_and_execution_rows(client, user):
     await insert_task(cid, user.id, status="failed", created_at=now)
     await insert_task(cid, user.id, status="pending", created_at=now)
     await insert_task(cid, user.id, status="completed", created_at=now - timedelta(days=90), execution_time=99999)
-    data = assert_ok(await client.get(f"/api/companies/{cid}/metrics", headers=user.headers))
-    t = data["totals"]
+    # Without startDate: every task (the company's own metrics); with it, the window.
+    everything = assert_ok(await client.get(f"/api/companies/{cid}/metrics", headers=user.headers))
+    assert everything["totalTasks"] == 5 and everything["startDate"] is None
+    data = assert_ok(await client.get(f"/api/companies/{cid}/metrics", headers=user.headers,
+                                      params={"startDate": iso(now - timedelta(days=30))}))
+    t = data
     assert (t["totalTasks"], t["completedTasks"], t["failedTasks"], t["pendingTasks"]) == (4, 2, 1, 1)
     assert t["successRate"] == round(100 * 2 / 3, 2)
-    assert t["averageDuration"] == 2000
-    assert t["totalCost"] == 1.0 and t["totalTokens"] == 200
-    assert t["executions"] == 2
+    assert t["averageExecutionTime"] == 2000
+    assert t["costs"]["total"] == 1.0 and t["resourceUsage"]["tokens"] == 200
+    assert t["executions"] == 2 and t["cancelledTasks"] == 0
     assert data["period"] == "day" and len(data["trend"]) in (30, 31)
     by_day = {p["date"][:10]: p for p in data["trend"]}
     assert by_day[now.date().isoformat()]["tasks"] == 3
     assert by_day[yesterday.date().isoformat()]["cost"] == 0.5
     assert sum(p["tasks"] for p in data["trend"]) == 4
     hourly = assert_ok(await client.get(f"/api/companies/{cid}/metrics", headers=user.headers,
-                                        params={"period": "hour", "startDate": (now - timedelta(hours=2)).isoformat() + "Z"}))
-    assert hourly["totals"]["totalTasks"] == 3 and len(hourly["trend"]) == 3
+                                        params={"period": "hour", "startDate": iso(now - timedelta(hours=2))}))
+    assert hourly["totalTasks"] == 3 and len(hourly["trend"]) == 3
     detail = assert_ok(await client.get(f"/api/companies/{cid}", headers=user.headers))["metrics"]
     assert detail["totalTasks"] == 5 and detail["completedTasks"] == 3
     assert detail["costs"]["total"] == 1.0 and detail["costs"]["breakdown"]["api"] == 0.5
@@ -389,3 +399,107 @@ async def test_export_import_roundtrip_and_malformed_documents(client, user):
                                    json={"data": {**doc, "agents": [doc["agents"][0], {**doc["agents"][0], "id": "b"}]}},
                                    headers=user.headers), 409, "RES_004")
     assert await count("Agent", company_id=uuid.UUID(small["id"])) == 0
+
+
+async def test_list_rows_embed_agents_tools_and_workflow_bounded(client, user):
+    tag = uuid.uuid4().hex[:8]
+    agents = [await make_agent(client, user) for _ in range(11)]
+    tool = await insert_tool(user.id)
+    company = await make_company(
+        client, user, tags=[tag], agents=[a["id"] for a in agents], tools=[tool], settings={"maxAgents": 12},
+        workflow={"nodes": [{"id": "in", "type": "input", "position": {"x": 0, "y": 0}, "data": {"label": "In"}}],
+                  "edges": []})
+    rows = assert_ok(await client.get("/api/companies", params={"tags": tag}, headers=user.headers))
+    assert [r["id"] for r in rows] == [company["id"]]
+    row = rows[0]
+    # At most LIST_EMBED_LIMIT (10) agents per row, the first attached; agentCount is the total.
+    assert row["agentCount"] == 11 and len(row["agents"]) == 10
+    first = row["agents"][0]
+    assert first["id"] == agents[0]["id"]
+    assert {"id", "name", "description", "type", "model", "provider", "status", "capabilities", "configuration",
+            "performance", "companyId", "createdBy", "tags", "version", "isPublic", "rating", "reviews",
+            "createdAt", "updatedAt"} <= set(first)
+    assert set(first["performance"]["trends"]) == {"daily", "weekly", "monthly"}
+    assert row["toolCount"] == 1 and row["tools"][0]["id"] == tool and "configuration" in row["tools"][0]
+    assert row["workflow"]["nodes"][0]["id"] == "in" and row["workflow"]["companyId"] == company["id"]
+    assert {"resourceUsage", "costs", "performance"} <= set(row["metrics"])
+    detail = assert_ok(await client.get(f"/api/companies/{company['id']}", headers=user.headers))
+    assert len(detail["agents"]) == 11
+
+
+async def test_real_run_fills_company_metrics_and_agent_performance(client, user):
+    from tests.utils.engine import make_workflow, node, run_workflow, wait_status
+
+    company = await make_company(client, user)
+    cid = company["id"]
+    agent = await make_agent(client, user, companyId=cid)
+    wf = await make_workflow(cid, user.id, [
+        node("in", "input"),
+        node("ask", "agent", agentId=agent["id"], prompt="Say hello"),
+        node("out", "output", value={"text": "{{nodes.ask.output.text}}"}),
+    ], [{"id": "e1", "source": "in", "target": "ask"}, {"id": "e2", "source": "ask", "target": "out"}],
+        strategy="sequential")
+    task = await wait_status(client, user, await run_workflow(client, user, cid, wf, {"q": 1}))
+    assert task["status"] == "completed", task
+
+    m = assert_ok(await client.get(f"/api/companies/{cid}/metrics", headers=user.headers))
+    assert (m["totalTasks"], m["completedTasks"], m["failedTasks"], m["pendingTasks"]) == (1, 1, 0, 0)
+    assert m["successRate"] == 100.0 and m["averageExecutionTime"] >= 0 and m["lastExecutionAt"]
+    assert m["resourceUsage"]["tokens"] > 0 and m["executions"] >= 3 and m["failedExecutions"] == 0
+    assert m["costs"]["total"] == 0 and m["costs"]["breakdown"]["api"] == 0  # the simulated provider is free
+    # Not measured, so null rather than invented (README: Differences from the specification).
+    assert m["resourceUsage"]["cpu"] is None and m["resourceUsage"]["bandwidth"] is None
+    assert m["costs"]["breakdown"]["compute"] is None and m["performance"]["uptime"] is None
+    assert m["performance"]["throughput"] == round(1 / 24, 4)
+    assert sum(p["completed"] for p in m["trend"]) == 1
+    embedded = assert_ok(await client.get(f"/api/companies/{cid}", headers=user.headers))["metrics"]
+    assert {k: embedded[k] for k in ("totalTasks", "completedTasks", "successRate", "resourceUsage", "costs")} == \
+        {k: m[k] for k in ("totalTasks", "completedTasks", "successRate", "resourceUsage", "costs")}
+
+    perf = assert_ok(await client.get(f"/api/agents/{agent['id']}", headers=user.headers))["performance"]
+    assert (perf["totalRequests"], perf["successfulRequests"], perf["failedRequests"]) == (1, 1, 0)
+    assert perf["averageTokensUsed"] > 0 and perf["popularityScore"] == 1 and perf["errorRate"] == 0
+    assert perf["lastUsedAt"] and perf["costPerRequest"] == 0
+    assert perf["trends"]["daily"][-1]["requests"] == 1 and perf["trends"]["daily"][-1]["tokens"] > 0
+    assert perf["trends"]["monthly"][-1]["requests"] == 1
+    listed = assert_ok(await client.get("/api/agents", params={"companyId": cid}, headers=user.headers))
+    assert listed[0]["performance"] == perf
+
+
+async def test_import_accepts_the_spec_document_shape(client, user):
+    tool = await insert_tool(user.id, name="lookup")
+    source = await make_company(client, user, tools=[tool], tags=["spec"])
+    agent = await make_agent(client, user, companyId=source["id"], configuration={"temperature": 0.3})
+    assert_ok(await client.post(f"/api/agents/{agent['id']}/train", headers=user.headers,
+                                json={"trainingData": [{"input": "a", "output": "b"}]}))
+    from tests.utils.engine import make_workflow, node
+
+    await make_workflow(source["id"], user.id, [node("in", "input"), node("ask", "agent", agentId=agent["id"])],
+                        [{"id": "e1", "source": "in", "target": "ask"}], status="draft")
+    detail = assert_ok(await client.get(f"/api/companies/{source['id']}", headers=user.headers))
+    # The spec's {company, agents, tools, workflows}, built from GET answers as they are.
+    spec_doc = {"company": detail, "agents": detail["agents"], "tools": detail["tools"],
+                "workflows": [detail["workflow"]]}
+    target = await make_company(client, user)
+    tid = target["id"]
+    before = await count("Agent", company_id=uuid.UUID(tid))
+    bad = {**spec_doc, "agents": [{**detail["agents"][0], "bogus": 1}]}
+    err = assert_error(await client.post(f"/api/companies/{tid}/import", json={"data": bad}, headers=user.headers),
+                       422, "VAL_001")
+    assert "bogus" in (err.get("field") or "")
+    bad_tool = {**spec_doc, "tools": [{**detail["tools"][0], "id": str(uuid.uuid4())}]}
+    assert_error(await client.post(f"/api/companies/{tid}/import", json={"data": bad_tool}, headers=user.headers),
+                 422, "VAL_001")
+    assert await count("Agent", company_id=uuid.UUID(tid)) == before  # nothing written
+
+    result = assert_ok(await client.post(f"/api/companies/{tid}/import", json={"data": spec_doc, "overwrite": True},
+                                         headers=user.headers))
+    new_agent = result["agents"][agent["id"]]
+    assert new_agent != agent["id"] and result["overwritten"] is True
+    imported = assert_ok(await client.get(f"/api/companies/{tid}", headers=user.headers))
+    assert imported["name"] == source["name"] and imported["tags"] == ["spec"]
+    assert [a["id"] for a in imported["agents"]] == [new_agent]
+    assert imported["agents"][0]["configuration"]["temperature"] == 0.3
+    assert [t["id"] for t in imported["tools"]] == [tool]
+    assert imported["workflow"]["status"] == "draft"
+    assert imported["workflow"]["nodes"][1]["data"]["agentId"] == new_agent

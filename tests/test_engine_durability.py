@@ -73,8 +73,8 @@ async def test_two_drivers_racing_only_the_lease_holders_records_land(client, us
     task_id = uuid.UUID(task["id"])
     async with session_scope() as session:  # admitted by "someone": running under lease epoch 1
         await session.execute(update(models.Task).where(models.Task.id == task_id).values(
-            status="running", started_at=datetime.now(UTC).replace(tzinfo=None), lease_epoch=1,
-            lease_expires_at=datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=60)))
+            status="running", started_at=datetime.now(UTC), lease_epoch=1,
+            lease_expires_at=datetime.now(UTC) + timedelta(seconds=60)))
 
     first = asyncio.ensure_future(RunDriver(task_id, RunControl(), 1).run())
     for _ in range(100):  # the first driver is mid-run: some nodes completed, one in flight
@@ -83,7 +83,7 @@ async def test_two_drivers_racing_only_the_lease_holders_records_land(client, us
         await asyncio.sleep(0.1)
     claimed = await records.claim_runs(uuid.UUID(company), [task_id], takeover=True)
     assert claimed == {task_id: 2}
-    taken_over = datetime.now(UTC).replace(tzinfo=None)
+    taken_over = datetime.now(UTC)
     second = asyncio.ensure_future(RunDriver(task_id, RunControl(), 2).run())
     assert await asyncio.wait_for(first, 30) == "fenced"
     assert await asyncio.wait_for(second, 30) == "completed"

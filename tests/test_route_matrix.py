@@ -445,7 +445,7 @@ async def _reset(w, who):
 
     token = uuid.uuid4().hex
     await w.new_user(password_reset_token=token_hash(token),
-                     password_reset_expires=datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1))
+                     password_reset_expires=datetime.now(UTC) + timedelta(hours=1))
     return lambda: w.request(who, "POST", "/api/auth/reset-password",
                            json={"token": token, "password": "N3w!Passw0rd-ok"})
 

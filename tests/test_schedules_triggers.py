@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import ray
 from sqlalchemy import func, select
@@ -29,7 +29,7 @@ def _graph() -> tuple[list[dict], list[dict]]:
 
 
 def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+    return datetime.fromisoformat(value)
 
 
 async def _runs(workflow_id: str, source: str | None = None) -> list[models.Task]:
@@ -51,12 +51,12 @@ async def _api_workflow(client, user, company: str, **extra) -> dict:
 
 
 def test_slots_follow_the_timezone() -> None:
-    winter, summer = datetime(2030, 1, 10, 12), datetime(2030, 7, 10, 12)
-    assert triggers.next_slot("0 9 * * *", "Europe/Paris", winter) == datetime(2030, 1, 11, 8)
-    assert triggers.next_slot("0 9 * * *", "Europe/Paris", summer) == datetime(2030, 7, 11, 7)
-    assert triggers.latest_slot("0 9 * * *", "Europe/Paris", datetime(2030, 1, 11, 8)) == datetime(2030, 1, 11, 8)
+    winter, summer = datetime(2030, 1, 10, 12, tzinfo=UTC), datetime(2030, 7, 10, 12, tzinfo=UTC)
+    assert triggers.next_slot("0 9 * * *", "Europe/Paris", winter) == datetime(2030, 1, 11, 8, tzinfo=UTC)
+    assert triggers.next_slot("0 9 * * *", "Europe/Paris", summer) == datetime(2030, 7, 11, 7, tzinfo=UTC)
+    assert triggers.latest_slot("0 9 * * *", "Europe/Paris", datetime(2030, 1, 11, 8, tzinfo=UTC)) == datetime(2030, 1, 11, 8, tzinfo=UTC)
     # croniter's seconds field is the sixth, last one.
-    assert triggers.next_slot("* * * * * */5", "UTC", datetime(2030, 1, 1, 0, 0, 1)) == datetime(2030, 1, 1, 0, 0, 5)
+    assert triggers.next_slot("* * * * * */5", "UTC", datetime(2030, 1, 1, 0, 0, 1, tzinfo=UTC)) == datetime(2030, 1, 1, 0, 0, 5, tzinfo=UTC)
 
 
 async def test_each_slot_fires_once_with_two_schedulers_and_after_a_restart(client, user):
@@ -267,7 +267,7 @@ async def test_scheduled_batch_tasks_run_at_their_time(client, user):
     at = utcnow() + timedelta(seconds=3)
     created = assert_ok(await client.post("/api/tasks/batch", headers=user.headers, json={"tasks": [
         {"name": "later", "type": "scheduled", "companyId": company, "workflowId": wf, "input": {"x": 1},
-         "scheduledAt": at.isoformat() + "Z"}]}), 201)
+         "scheduledAt": at.isoformat()}]}), 201)
     task = created["tasks"][0]
     assert task["status"] == "pending" and _parse(task["scheduledAt"]) == at.replace(microsecond=at.microsecond)
     done = await wait_status(client, user, task["id"], timeout=60)
