@@ -10,7 +10,6 @@ import pytest
 from aiohttp import web
 
 from tests.utils.stub_http import StubServer, closed_port
-from troupe.config import get_settings
 from troupe.providers.base import ChatMessage, CompletionRequest, ProviderError
 from troupe.providers.registry import get_provider
 from troupe.security import SecretBox
@@ -31,15 +30,9 @@ def _request(model: str, **overrides) -> CompletionRequest:
 
 
 @pytest.fixture
-def settings(monkeypatch):
-    current = get_settings()
-
-    def set_(**values):
-        for name, value in values.items():
-            monkeypatch.setattr(current, name, value)
-
-    set_(outbound_allowlist=[])
-    return set_
+def settings(settings):
+    settings(outbound_allowlist=[])
+    return settings
 
 
 class Scripted:

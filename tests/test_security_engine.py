@@ -22,7 +22,6 @@ from sqlalchemy import func, select
 from tests.utils.engine import chain, executions, make_company, make_workflow, node, wait_status
 from tests.utils.fixtures import assert_error, assert_ok
 from tests.utils.stub_http import StubServer
-from troupe.config import get_settings
 from troupe.engine.contract import NodeSpec, ToolSpec
 from troupe.engine.nodes import handler_for
 from troupe.security import SecretBox
@@ -34,17 +33,6 @@ OPENAI_OK = {
 }
 SERVER_KEY = "sk-deployment-7d2f01c4"
 USER_KEY = "sk-tenant-own-5be390aa"
-
-
-@pytest.fixture
-def settings(monkeypatch):
-    current = get_settings()
-
-    def set_(**values):
-        for name, value in values.items():
-            monkeypatch.setattr(current, name, value)
-
-    return set_
 
 
 @pytest.fixture

@@ -93,6 +93,20 @@ async def super_admin(stack) -> TestUser:
     return await create_user("super_admin")
 
 
+@pytest.fixture
+def settings(monkeypatch):
+    """``settings(name=value, ...)`` changes this process's settings for one test."""
+    from troupe.config import get_settings
+
+    current = get_settings()
+
+    def set_(**values: Any) -> None:
+        for name, value in values.items():
+            monkeypatch.setattr(current, name, value)
+
+    return set_
+
+
 def assert_ok(response, status: int = 200) -> Any:
     """The success envelope; returns ``data``."""
     body = response.json()
