@@ -49,12 +49,21 @@ async def test_register_returns_user_and_working_tokens(client):
     user = data["user"]
     assert user["email"] == body["email"] and user["username"] == body["username"]
     assert user["role"] == "user" and user["status"] == "active" and user["emailVerified"] is False
-    assert "companies:create" in user["permissions"] and user["companies"] == []
+    assert user["companies"] == []
+    # The spec's Permission objects, from the role table; the JWT keeps the strings.
+    permissions = {p["id"]: p for p in user["permissions"]}
+    assert permissions["companies:create"] == {"id": "companies:create", "name": "Create companies",
+                                               "resource": "companies", "action": "create",
+                                               "conditions": None, "scope": "company"}
+    # Owner-scoped rights of the USER role: only on what they own or created.
+    assert permissions["companies:delete"]["scope"] == "own" and permissions["tasks:cancel"]["action"] == "cancel"
+    assert "users:read" not in permissions
     assert user["profile"]["timezone"] == "UTC" and user["profile"]["preferences"]["theme"] == "auto"
     assert not SENSITIVE & set(user)
     assert data["expiresIn"] > 0 and data["refreshToken"]
     claims = jwt.decode(data["token"], options={"verify_signature": False})
     assert {"sub", "email", "username", "role", "permissions", "companies", "iat", "exp", "jti"} <= set(claims)
+    assert "companies:create" in claims["permissions"] and "companies:delete" not in claims["permissions"]
     me = assert_ok(await client.get("/api/users/me", headers=bearer(data["token"])))
     assert me["id"] == user["id"]
     assert mail_token(body["email"], "Verification token")

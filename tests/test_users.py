@@ -123,7 +123,9 @@ async def test_role_changes(client, user, other_user, admin, super_admin):
     assert_error(await client.put(f"/api/users/{other_user.id}/role", json={"role": "super_admin"},
                                   headers=super_admin.headers), 422, "VAL_001", field="role")
     changed = assert_ok(await client.put(f"/api/users/{other_user.id}/role", json=body, headers=super_admin.headers))
-    assert changed["role"] == "admin" and "users:read" in changed["permissions"]
+    assert changed["role"] == "admin"
+    assert {"id": "users:read", "name": "View users", "resource": "users", "action": "read", "conditions": None,
+            "scope": "global"} in changed["permissions"]
     # The live token now acts with the new role.
     assert_ok(await client.get("/api/users", headers=other_user.headers))
     assert "user.role_change" in await audit_actions(other_user.id)
@@ -163,7 +165,8 @@ async def test_soft_delete(client, admin, super_admin):
     uid = data["user"]["id"]
     assert_error(await client.delete(f"/api/users/{uid}", headers=admin.headers), 403, "AUTH_004")
     assert_error(await client.delete(f"/api/users/{super_admin.id}", headers=super_admin.headers), 403, "AUTH_004")
-    assert assert_ok(await client.delete(f"/api/users/{uid}", headers=super_admin.headers)) is None
+    assert assert_ok(await client.delete(f"/api/users/{uid}", headers=super_admin.headers)) == {
+        "message": "User deleted"}  # like every other DELETE
     row = await _db(models.User, id=uuid.UUID(uid))
     assert row is not None and row.deleted_at is not None  # the row stays
     assert_error(await client.get("/api/users/me", headers=bearer(data["token"])), 401, "AUTH_002")
@@ -274,7 +277,8 @@ async def test_ensure_admin_is_idempotent_and_promotes(client, user):
     row = await _db(models.User, email=email)
     assert row.role == "super_admin" and row.status == "active"
     data = await login(client, email, "Adm1n!Password")
-    assert data["user"]["role"] == "super_admin" and "users:manage" in data["user"]["permissions"]
+    assert data["user"]["role"] == "super_admin"
+    assert {p["id"]: p["scope"] for p in data["user"]["permissions"]}["users:manage"] == "global"
     assert "promoted" in await ensure_admin(email=user.email, password="Ignored!Passw0rd")
     assert (await _db(models.User, email=user.email)).role == "super_admin"
     other = await register(client)

@@ -9,6 +9,7 @@ globally (SUPER_ADMIN, ADMIN).
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 
 class Role(StrEnum):
@@ -90,3 +91,28 @@ def allows(role: str, granted: frozenset[str] | set[str], permission: str) -> bo
 
 def is_global(role: str) -> bool:
     return role in GLOBAL_ROLES
+
+
+Scope = Literal["global", "company", "own"]
+
+
+def role_grants(role: str) -> list[tuple[str, Scope]]:
+    """What ``role`` may do and where, sorted by permission: the spec's ``Permission.scope``.
+
+    ``global``: on every tenant's objects (SUPER_ADMIN, ADMIN). ``company``: within the
+    companies the user owns or belongs to, as their company role allows. ``own``: only on
+    objects the user owns or created (the USER role's OWNER_PERMISSIONS, but
+    ``companies:execute``, which membership gives too)."""
+    scope: Scope = "global" if is_global(role) else "company"
+    granted: dict[str, Scope] = dict.fromkeys(role_permissions(role), scope)
+    if role == Role.USER:
+        for permission in OWNER_PERMISSIONS:
+            # Running a company's tasks comes with membership too, not only ownership.
+            granted.setdefault(permission, "company" if permission == "companies:execute" else "own")
+    return sorted(granted.items())
+
+
+def permission_name(permission: str) -> str:
+    """The spec's label, or for a ``<resource>:manage`` it does not list, "Manage <resource>"."""
+    resource, _, action = permission.partition(":")
+    return PERMISSIONS.get(permission) or f"{action.capitalize()} {resource}"

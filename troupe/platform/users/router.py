@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from troupe.platform.deps import Authorized, CurrentUser, DbSession
-from troupe.platform.schemas import Envelope, PageParams, Pagination, ok
+from troupe.platform.schemas import Envelope, Message, PageParams, Pagination, ok
 from troupe.platform.users import service
 from troupe.platform.users.schemas import (
     AcceptInvitation,
@@ -71,11 +71,11 @@ async def update_user(user_id: uuid.UUID, body: UserUpdate, user: CurrentUser,
     return ok(result)
 
 
-@router.delete("/{user_id}", response_model=Envelope[None], summary="Soft-delete an account and end its sessions")
-async def delete_user(user_id: uuid.UUID, user: Authorized("users:delete"), session: DbSession) -> Envelope[None]:
+@router.delete("/{user_id}", response_model=Envelope[Message], summary="Soft-delete an account and end its sessions")
+async def delete_user(user_id: uuid.UUID, user: Authorized("users:delete"), session: DbSession) -> Envelope[Message]:
     await service.delete_user(session=session, caller=user, user_id=user_id)
     await session.commit()
-    return ok(None)
+    return ok(Message(message="User deleted"))
 
 
 @router.put("/{user_id}/role", response_model=Envelope[UserOut])

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from troupe.platform.schemas import CamelModel, StrictInput, deep_merge
+from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput, deep_merge
 
 Role = Literal["admin", "user", "viewer"]
 Status = Literal["active", "inactive", "suspended"]
@@ -79,6 +79,20 @@ class UserProfile(CamelModel):
     preferences: Preferences
 
 
+class Permission(CamelModel):
+    """The spec's Permission, derived from the role table (``troupe.rbac``); the id is the
+    permission string the JWT carries."""
+
+    id: str = Field(description="The permission string, e.g. companies:create")
+    name: str
+    resource: str
+    action: Literal["create", "read", "update", "delete", "execute", "manage", "publish", "cancel"]
+    conditions: dict[str, Any] | None = None
+    scope: Literal["global", "company", "own"] = Field(
+        description="global: every tenant; company: the user's companies, as their company role allows; "
+                    "own: only objects the user owns or created")
+
+
 class UserOut(CamelModel):
     id: uuid.UUID
     email: str
@@ -88,7 +102,7 @@ class UserOut(CamelModel):
     avatar: str | None = None
     role: AccountRole
     status: Status
-    permissions: list[str]
+    permissions: list[Permission]
     profile: UserProfile
     companies: list[uuid.UUID]
     email_verified: bool
@@ -173,8 +187,11 @@ class ProfilePatch(StrictInput):
         return value
 
 
-class UserUpdate(StrictInput):
-    """What a user may change about an account; role and status have their own routes."""
+class UserUpdate(RoundTripInput):
+    """What a user may change about an account; role and status have their own routes.
+    The whole GET answer may be sent back: its other fields are ignored."""
+
+    read_models = ("UserOut",)
 
     first_name: str | None = Field(None, min_length=1, max_length=100)
     last_name: str | None = Field(None, min_length=1, max_length=100)

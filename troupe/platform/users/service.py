@@ -27,6 +27,7 @@ from troupe.platform.users.schemas import (
     InvitationOut,
     InviteRequest,
     Membership,
+    Permission,
     UserOut,
     UserUpdate,
     full_profile,
@@ -57,11 +58,20 @@ def _companies_column() -> Any:
     return agg.label("company_ids")
 
 
+def permissions_of(role: str) -> list[Permission]:
+    out = []
+    for permission, scope in rbac.role_grants(role):
+        resource, _, action = permission.partition(":")
+        out.append(Permission(id=permission, name=rbac.permission_name(permission), resource=resource,
+                              action=action, scope=scope))  # type: ignore[arg-type]
+    return out
+
+
 def to_out(user: models.User, company_ids: list[uuid.UUID] | list[str] | None) -> UserOut:
     return UserOut(
         id=user.id, email=user.email, username=user.username, first_name=user.first_name,
         last_name=user.last_name, avatar=user.avatar, role=user.role or "user", status=user.status or "active",
-        permissions=sorted(rbac.role_permissions(user.role or "user")),
+        permissions=permissions_of(user.role or "user"),
         profile=full_profile(user.profile, user.preferences),  # type: ignore[arg-type]
         companies=[uuid.UUID(str(c)) for c in company_ids or []], email_verified=bool(user.email_verified),
         created_at=user.created_at, updated_at=user.updated_at, last_login_at=user.last_login_at)
