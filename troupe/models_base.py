@@ -7,8 +7,13 @@ models (``troupe.engine.graph_models``) use them without importing HTTP code;
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import sys
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 
 class CamelModel(BaseModel):
@@ -24,3 +29,58 @@ class StrictInput(CamelModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
+
+
+class RoundTripInput(StrictInput):
+    """A PUT body that also takes back what the GET answered.
+
+    ``read_models`` names the response models of the resource (looked up in the
+    class's own module when first needed, so the names follow those models as they
+    change). A field of one of them that this body does not take itself is
+    server-owned (``id``, ``createdAt``, ``rating``, ``usage``, embedded objects, ...):
+    it is accepted with any value and ignored. Any other unknown field is still
+    refused (``extra="forbid"``, VAL_001 naming it).
+
+    Ignored rather than compared with the stored value: counters, usage, metrics,
+    ``updatedAt`` and runtime statuses change between a client's GET and its PUT,
+    so refusing a "changed" read-only value would refuse honest round trips. State
+    that has its own route (publish, role, status) is changed there.
+    """
+
+    read_models: ClassVar[tuple[str | type[BaseModel], ...]] = ()
+
+    @classmethod
+    def read_only_names(cls) -> frozenset[str]:
+        cached = cls.__dict__.get("_read_only_cache")
+        if cached is not None:
+            return cached
+        module = sys.modules[cls.__module__]
+        own: set[str] = set()
+        for name, info in cls.model_fields.items():
+            own.update(n for n in (name, info.alias, info.validation_alias) if isinstance(n, str))
+        names: set[str] = set()
+        for model_name in cls.read_models:
+            model = getattr(module, model_name) if isinstance(model_name, str) else model_name
+            names.update(info.serialization_alias or info.alias or name
+                         for name, info in model.model_fields.items())
+        result = frozenset(names - own)
+        cls._read_only_cache = result  # type: ignore[attr-defined]
+        return result
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_read_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls.read_models:
+            read_only = cls.read_only_names()
+            return {key: value for key, value in data.items() if key not in read_only}
+        return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        properties = target.setdefault("properties", {})
+        for name in sorted(cls.read_only_names()):
+            properties.setdefault(name, {"readOnly": True,
+                                         "description": "Server-owned: accepted back from a GET and ignored"})
+        return schema

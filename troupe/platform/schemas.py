@@ -11,6 +11,7 @@ from pydantic import AfterValidator, AwareDatetime, Field
 
 from troupe import __version__
 from troupe.models_base import CamelModel as CamelModel  # re-exported: the domains import it from here
+from troupe.models_base import RoundTripInput as RoundTripInput
 from troupe.models_base import StrictInput as StrictInput
 from troupe.platform.context import current_request
 
@@ -80,11 +81,25 @@ class Message(CamelModel):
     message: str
 
 
+MAX_PAGE_LIMIT = 100
+
+
+def _clamp_limit(value: int) -> int:
+    return min(value, MAX_PAGE_LIMIT)
+
+
+PageLimit = Annotated[int, Field(ge=1, description=f"Items per page; a larger value is served as {MAX_PAGE_LIMIT} "
+                                                   "(pagination.limit says what was used)"),
+                      AfterValidator(_clamp_limit)]
+"""Every list's ``limit``: clamped to 100 rather than refused, so a client asking for
+"everything" gets the first 100 and the pagination to fetch the rest."""
+
+
 class PageParams(CamelModel):
-    """Common list parameters: the limit is capped so one request can't scan a table."""
+    """Common list parameters: the limit is clamped so one request can't scan a table."""
 
     page: int = Field(1, ge=1, le=100_000)
-    limit: int = Field(20, ge=1, le=100)
+    limit: PageLimit = 20
     sort: str | None = Field(None, max_length=50)
     order: str = Field("desc", pattern="^(asc|desc)$")
     search: str | None = Field(None, max_length=200)

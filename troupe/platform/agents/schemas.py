@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 
-from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput
+from troupe.platform.schemas import CamelModel, PageLimit, PageParams, RoundTripInput, StrictInput
 from troupe.platform.tools.schemas import ToolPricing  # one pricing model, owned by the tools
 from troupe.providers.catalog import ProviderName
 
@@ -270,6 +270,6 @@ class PerformanceParams(CamelModel):
 
 class ReviewListParams(CamelModel):
     page: int = Field(1, ge=1, le=100_000)
-    limit: int = Field(20, ge=1, le=100)
+    limit: PageLimit = 20
     sort: Literal["createdAt", "rating"] = "createdAt"
     order: Literal["asc", "desc"] = "desc"

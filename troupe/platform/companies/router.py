@@ -11,21 +11,21 @@ from troupe.platform.companies.schemas import (
     CompanyCreate,
     CompanyDetail,
     CompanyDocument,
+    CompanyImportRequest,
     CompanyListParams,
     CompanyMetricsReport,
     CompanyRead,
     CompanyUpdate,
     DuplicatedCompany,
     DuplicateRequest,
-    ImportRequest,
     ImportResult,
     LogParams,
-    LogRead,
     MetricsParams,
     TaskListParams,
     TaskRead,
 )
 from troupe.platform.deps import Authorized, DbSession
+from troupe.platform.logs.schemas import LogEntry
 from troupe.platform.schemas import Envelope, Message, ok
 
 router = APIRouter(prefix="/api/companies", tags=["companies"])
@@ -71,7 +71,7 @@ async def company_metrics(company_id: str, session: DbSession, user: Authorized(
     return ok(await service.metrics_report(session=session, user=user, company_id=company_id, params=params))
 
 
-@router.get("/{company_id}/logs", response_model=Envelope[list[LogRead]])
+@router.get("/{company_id}/logs", response_model=Envelope[list[LogEntry]])
 async def company_logs(company_id: str, session: DbSession, user: Authorized("companies:read"),
                        params: Annotated[LogParams, Query()]):
     items, pagination = await service.list_logs(session=session, user=user, company_id=company_id, params=params)
@@ -99,7 +99,7 @@ async def export_company(company_id: str, session: DbSession, user: Authorized("
 
 
 @router.post("/{company_id}/import", response_model=Envelope[ImportResult])
-async def import_company(company_id: str, body: ImportRequest, session: DbSession,
+async def import_company(company_id: str, body: CompanyImportRequest, session: DbSession,
                          user: Authorized("companies:update")):
     result = await service.import_company(session=session, user=user, company_id=company_id, data=body)
     await session.commit()  # durable before the client hears about it

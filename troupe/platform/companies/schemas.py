@@ -15,6 +15,7 @@ from troupe.engine.validate import Limits
 from troupe.platform.agents.schemas import AgentConfiguration, AgentConfigurationRead, AgentRead, AgentType
 from troupe.platform.schemas import (
     CamelModel,
+    PageLimit,
     PageParams,
     RoundTripInput,
     StrictInput,
@@ -262,7 +263,7 @@ class CompanyDocument(StrictInput):
         return self
 
 
-class SpecAgentConfiguration(RoundTripInput, AgentConfiguration):
+class SpecAgentConfiguration(AgentConfiguration):  # AgentConfiguration is a RoundTripInput
     """An agent's configuration as a GET answers it: a masked ``apiKey`` is dropped (the key
     itself is never in a document), ``fewShotExamples`` is ignored."""
 
@@ -296,7 +297,7 @@ class SpecTool(RoundTripInput, ExportToolLink):
     """The spec's Tool in an import document: linked by ``id`` (the tool must exist and be
     visible to you); the rest of the object is ignored."""
 
-    read_models = ("ToolOut",)
+    read_models = ("CompanyToolRead",)
 
 
 class SpecWorkflow(RoundTripInput, ExportWorkflow):
@@ -510,20 +511,6 @@ class CompanyMetricsReport(CompanyMetrics):
     trend: list[TrendPoint]
 
 
-class LogRead(CamelModel):
-    id: uuid.UUID
-    level: str
-    source: str
-    message: str
-    details: Any = None
-    user_id: uuid.UUID | None
-    company_id: uuid.UUID | None
-    task_id: uuid.UUID | None
-    request_id: str | None
-    duration: int | None
-    created_at: datetime | None
-
-
 class TaskRead(CamelModel):
     """The spec's Task model."""
 
@@ -574,7 +561,7 @@ class MetricsParams(CamelModel):
 
 class LogParams(CamelModel):
     page: int = Field(1, ge=1, le=100_000)
-    limit: int = Field(50, ge=1, le=100)
+    limit: PageLimit = 50
     level: LogLevel | None = None
     start_date: UtcDateTime | None = None
     end_date: UtcDateTime | None = None
@@ -583,7 +570,7 @@ class LogParams(CamelModel):
 
 class TaskListParams(CamelModel):
     page: int = Field(1, ge=1, le=100_000)
-    limit: int = Field(20, ge=1, le=100)
+    limit: PageLimit = 20
     sort: Literal["createdAt", "updatedAt", "priority", "status", "name", "startedAt", "completedAt"] = "createdAt"
     order: Literal["asc", "desc"] = "desc"
     status: TaskStatus | None = None

@@ -45,7 +45,6 @@ from troupe.platform.companies.schemas import (
     ExportWorkflow,
     ImportResult,
     LogParams,
-    LogRead,
     MemberRead,
     MetricsParams,
     NeedsReentry,
@@ -61,6 +60,8 @@ from troupe.platform.companies.schemas import (
     effective_settings,
 )
 from troupe.platform.deps import Principal
+from troupe.platform.logs import service as logs_service
+from troupe.platform.logs.schemas import LogEntry
 from troupe.platform.schemas import Pagination, deep_merge
 from troupe.platform.system.gates import ensure_company_settings, ensure_team_size
 from troupe.platform.tools import service as tools_service
@@ -540,7 +541,7 @@ async def metrics_report(*, session: AsyncSession, user: Principal, company_id: 
 
 
 async def list_logs(*, session: AsyncSession, user: Principal, company_id: str,
-                    params: LogParams) -> tuple[list[LogRead], Pagination]:
+                    params: LogParams) -> tuple[list[LogEntry], Pagination]:
     company = await access.load_company(session, user, company_id, "read")
     L = models.Log
     conditions: list[ColumnElement[bool]] = [L.company_id == company.id]
@@ -556,7 +557,7 @@ async def list_logs(*, session: AsyncSession, user: Principal, company_id: str,
     total = await _count(session, L, *conditions)
     rows = (await session.execute(select(L).where(*conditions).order_by(L.created_at.desc(), L.id)
                                   .offset((params.page - 1) * params.limit).limit(params.limit))).scalars().all()
-    return [LogRead.model_validate(r) for r in rows], Pagination.of(page=params.page, limit=params.limit,
+    return [logs_service.log_entry(r) for r in rows], Pagination.of(page=params.page, limit=params.limit,
                                                                     total=total)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import EmailStr, Field, HttpUrl, create_model
 
-from troupe.platform.schemas import CamelModel, StrictInput
+from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput
 
 
 class General(CamelModel):
@@ -108,7 +108,11 @@ MaintenanceUpdate = _partial(Maintenance, "MaintenanceUpdate")
 RateLimitsUpdate = _partial(RateLimits, "RateLimitsUpdate")
 
 
-class SettingsUpdate(StrictInput):
+class SettingsUpdate(RoundTripInput):
+    """Sections left out keep their values; the whole GET answer may be sent back
+    (``updatedAt`` is ignored)."""
+
+    read_models = ("SystemSettings",)
     general: GeneralUpdate | None = None  # type: ignore[valid-type]
     security: SecurityUpdate | None = None  # type: ignore[valid-type]
     notifications: NotificationsUpdate | None = None  # type: ignore[valid-type]

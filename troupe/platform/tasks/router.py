@@ -7,6 +7,8 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from troupe.errors import forbidden
 from troupe.platform.deps import Authorized, DbSession
+from troupe.platform.logs import service as logs_service
+from troupe.platform.logs.schemas import LogEntry
 from troupe.platform.schemas import Envelope, Message, PageParams, Pagination, UtcDateTime, ok
 from troupe.platform.tasks import schemas, service
 from troupe.platform.tasks.schemas import Priority, TaskStatus, TaskType
@@ -116,7 +118,7 @@ async def executions(task_id: str, session: DbSession, user: Authorized("tasks:r
               pagination=Pagination.of(page=page.page, limit=page.limit, total=total))
 
 
-@router.get("/{task_id}/logs", response_model=Envelope[list[schemas.LogOut]])
+@router.get("/{task_id}/logs", response_model=Envelope[list[LogEntry]])
 async def logs(task_id: str, session: DbSession, user: Authorized("tasks:read"), page: Page,
                level: Annotated[str | None, Query(pattern="^(debug|info|warn|error|fatal)$")] = None,
                start_date: Annotated[UtcDateTime | None, Query(alias="startDate")] = None,
@@ -125,5 +127,5 @@ async def logs(task_id: str, session: DbSession, user: Authorized("tasks:read"),
     rows, total = await service.logs(session=session, user=user, task_id=task_id, page=page.page,
                                      limit=page.limit, level=level, start_date=start_date, end_date=end_date,
                                      node_id=node_id)
-    return ok([schemas.LogOut.model_validate(r) for r in rows],
+    return ok([logs_service.log_entry(r) for r in rows],
               pagination=Pagination.of(page=page.page, limit=page.limit, total=total))

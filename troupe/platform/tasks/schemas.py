@@ -123,18 +123,6 @@ class ExecutionOut(CamelModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class LogOut(CamelModel):
-    id: uuid.UUID
-    level: str
-    source: str
-    message: str
-    details: Any = None
-    task_id: uuid.UUID | None = None
-    company_id: uuid.UUID | None = None
-    duration: int | None = None
-    created_at: datetime | None = None
-
-
 class QueueStatus(CamelModel):
     pending: int
     running: int

@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from troupe.engine.validate import is_valid_url
-from troupe.platform.schemas import CamelModel, StrictInput
+from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput
 
 ToolType = Literal["api", "database", "file", "code", "webhook", "scraper", "calculator", "translator", "custom"]
 ToolCategory = Literal["productivity", "data", "communication", "analysis", "automation", "integration", "utility"]
@@ -278,9 +278,12 @@ class ToolCreate(StrictInput):
     is_public: bool = False
 
 
-class ToolUpdate(StrictInput):
+class ToolUpdate(RoundTripInput):
     """Partial: fields left out keep their value. ``configuration``/``schema``
-    replace the stored objects whole (secrets sent as "********" are kept)."""
+    replace the stored objects whole (secrets sent as "********" are kept). The
+    whole GET answer may be sent back: its server-owned fields are ignored."""
+
+    read_models = ("ToolOut",)
 
     name: Name | None = None
     description: Annotated[str, Field(min_length=1, max_length=5000)] | None = None
@@ -386,3 +389,14 @@ class Uninstalled(CamelModel):
     company_id: uuid.UUID
     tool_id: uuid.UUID
     uninstalled: bool = True
+
+
+class ToolPage(PageParams):
+    """List parameters; ``sort`` names one of ``service.SORTS`` (the document lists them)."""
+
+    sort: Literal["name", "createdAt", "updatedAt", "rating", "downloads", "type", "category", "status",
+                  "lastUsedAt"] | None = None
+
+
+class MarketplacePage(PageParams):
+    sort: Literal["rating", "downloads", "newest"] | None = None

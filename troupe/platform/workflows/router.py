@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request
 
 from troupe.platform.deps import Authorized, DbSession
-from troupe.platform.schemas import Envelope, Message, PageParams, Pagination, ok
+from troupe.platform.schemas import Envelope, Message, Pagination, ok
 from troupe.platform.tasks import schemas as task_schemas
 from troupe.platform.tasks import service as tasks_service
 from troupe.platform.workflows import schemas as s
@@ -25,7 +25,7 @@ CategoryQuery = Annotated[str | None, Query(max_length=50, description="template
 
 @router.get("", response_model=Envelope[list[s.WorkflowOut]])
 async def list_workflows(
-    session: DbSession, user: Authorized("workflows:read"), page: Annotated[PageParams, Query()],
+    session: DbSession, user: Authorized("workflows:read"), page: Annotated[s.WorkflowPage, Query()],
     company_id: Annotated[uuid.UUID | None, Query(alias="companyId")] = None,
     status: s.WorkflowStatus | None = None,
     is_template: Annotated[bool | None, Query(alias="isTemplate")] = None,
@@ -48,7 +48,7 @@ async def create_workflow(body: s.WorkflowCreate, session: DbSession, user: Auth
 
 @router.get("/templates", response_model=Envelope[list[s.WorkflowOut]])
 async def list_templates(
-    session: DbSession, user: Authorized("workflows:read"), page: Annotated[PageParams, Query()],
+    session: DbSession, user: Authorized("workflows:read"), page: Annotated[s.WorkflowPage, Query()],
     category: CategoryQuery = None, industry: Annotated[str | None, Query(max_length=50)] = None,
     complexity: Literal["simple", "medium", "complex"] | None = None,
 ):
@@ -89,7 +89,7 @@ async def export_workflow(workflow_id: uuid.UUID, session: DbSession, user: Auth
 
 
 @router.post("/{workflow_id}/import", response_model=Envelope[s.WorkflowOut])
-async def import_workflow(workflow_id: uuid.UUID, body: s.ImportRequest, session: DbSession,
+async def import_workflow(workflow_id: uuid.UUID, body: s.WorkflowImportRequest, session: DbSession,
                           user: Authorized("workflows:update")):
     workflow = await service.import_workflow(session=session, user=user, workflow_id=workflow_id, body=body)
     await session.commit()  # durable before the client hears about it

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from troupe.engine.contract import ErrorHandling, Strategy
 from troupe.engine.graph_models import Edges, Ident, Nodes, WorkflowEdge, WorkflowNode
-from troupe.platform.schemas import CamelModel, StrictInput
+from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput
 
 WorkflowStatus = Literal["draft", "active", "paused", "error", "archived"]
 TriggerType = Literal["manual", "schedule", "webhook", "event", "file"]
@@ -30,7 +30,7 @@ SecretValue = Annotated[str, Field(max_length=4096)]
 VariableName = Annotated[str, Field(min_length=1, max_length=100)]
 
 
-class RetryPolicy(StrictInput):
+class WorkflowRetryPolicy(StrictInput):
     max_retries: int = Field(3, ge=0, le=10)
     backoff_strategy: Literal["linear", "exponential"] = "exponential"
     # Beyond the spec's three fields: the delays the engine waits between attempts.
@@ -58,7 +58,7 @@ class NotificationConfig(StrictInput):
 class WorkflowConfiguration(StrictInput):
     strategy: Strategy = "sequential"
     timeout: float = Field(3600, ge=1, le=604_800, description="seconds for a whole run")
-    retry_policy: RetryPolicy | None = Field(
+    retry_policy: WorkflowRetryPolicy | None = Field(
         None, description="null: the company's settings.retryPolicy applies to this workflow's nodes")
     error_handling: ErrorHandling = "stop"
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -78,7 +78,8 @@ class WorkflowTrigger(StrictInput):
     enabled: bool = True
 
 
-class ScheduleInput(StrictInput):
+class ScheduleInput(RoundTripInput):
+    read_models = ("WorkflowSchedule",)  # nextRun/lastRun come back from a GET
     enabled: bool = True
     cron: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
@@ -118,8 +119,11 @@ class WorkflowCreate(StrictInput):
     template_category: Category | None = None
 
 
-class WorkflowUpdate(StrictInput):
-    """Partial: fields left out keep their value."""
+class WorkflowUpdate(RoundTripInput):
+    """Partial: fields left out keep their value. The whole GET answer may be sent
+    back: its server-owned fields are ignored."""
+
+    read_models = ("WorkflowOut",)
 
     name: Name | None = None
     description: Description | None = None
@@ -213,7 +217,13 @@ class ExportDocument(CamelModel):
     dependencies: Dependencies
 
 
-class ImportRequest(StrictInput):
+class WorkflowImportRequest(StrictInput):
     data: Any = Field(description="an export document (format troupe.workflow, version 1)")
     overwrite: bool = Field(False, description="required when the workflow already has nodes")
     create_dependencies: bool = Field(False, description="not supported: create agents and tools first")
+
+
+class WorkflowPage(PageParams):
+    """List parameters; ``sort`` names one of ``service.SORTS`` (the document lists them)."""
+
+    sort: Literal["name", "createdAt", "updatedAt", "status", "lastExecutedAt"] | None = None

@@ -574,7 +574,7 @@ def _parse_document(data: Any) -> s.ExportedWorkflow:
 
 
 async def import_workflow(*, session: AsyncSession, user: Principal, workflow_id: uuid.UUID,
-                          body: s.ImportRequest) -> models.Workflow:
+                          body: s.WorkflowImportRequest) -> models.Workflow:
     workflow = await get_workflow(session=session, user=user, workflow_id=workflow_id, for_update=True)
     await ensure_write(session=session, user=user, workflow=workflow)
     if body.create_dependencies:
