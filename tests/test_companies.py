@@ -127,7 +127,9 @@ async def test_list_filters_search_sort_and_pagination(client, user):
     assert body["pagination"] == {"page": 2, "limit": 1, "total": 2, "totalPages": 2, "hasNext": False,
                                   "hasPrev": True}
     assert body["data"][0]["metrics"]["totalTasks"] == 0
-    for params in ({"limit": 101}, {"page": 0}, {"sort": "password"}, {"order": "up"}, {"type": "spaceship"},
+    clamped = await client.get("/api/companies", params={"tags": tag, "limit": 101}, headers=h)
+    assert clamped.status_code == 200 and clamped.json()["pagination"]["limit"] == 100
+    for params in ({"limit": 0}, {"page": 0}, {"sort": "password"}, {"order": "up"}, {"type": "spaceship"},
                    {"ownerId": "nope"}, {"search": "x" * 201}):
         assert_error(await client.get("/api/companies", params=params, headers=h), 422,
                      "VAL_003" if "ownerId" in params else "VAL_001")
@@ -256,7 +258,13 @@ async def test_logs_filtered_and_paginated(client, user):
         "startDate": (now - timedelta(minutes=2, seconds=30)).isoformat()}))
     assert len(since) == 2
     assert_error(await client.get(f"/api/companies/{cid}/logs", params={"level": "loud"}, headers=h), 422, "VAL_001")
-    assert_error(await client.get(f"/api/companies/{cid}/logs", params={"limit": 1000}, headers=h), 422, "VAL_001")
+    # The spec's LogEntry: the time is `timestamp`, as in /api/logs.
+    assert {"timestamp", "userId", "requestId", "taskId"} <= set(data[0]) and "createdAt" not in data[0]
+    assert data[0]["timestamp"].endswith("Z")
+    # A limit above 100 is served as 100, not refused.
+    clamped = await client.get(f"/api/companies/{cid}/logs", params={"limit": 1000}, headers=h)
+    assert clamped.status_code == 200 and clamped.json()["pagination"]["limit"] == 100
+    assert_error(await client.get(f"/api/companies/{cid}/logs", params={"limit": 0}, headers=h), 422, "VAL_001")
 
 
 async def test_tasks_listing(client, user):
