@@ -45,6 +45,10 @@ async def test_agent_tool_output_chain_with_templates_and_accounting(client, use
     assert ask["metadata"]["cacheHit"] is False
     logs = assert_ok(await client.get(f"/api/tasks/{task_id}/logs?nodeId=calc", headers=user.headers))
     assert logs and all(entry["details"]["nodeId"] == "calc" for entry in logs)
+    # The spec's LogEntry, as /api/logs answers it: `timestamp`, and userId/requestId (null when unknown).
+    assert all(entry["timestamp"].endswith("Z") and "createdAt" not in entry for entry in logs)
+    assert all({"userId", "requestId", "taskId", "companyId"} <= set(entry) for entry in logs)
+    assert all(entry["taskId"] == task_id for entry in logs)
     from sqlalchemy import func, select
 
     from troupe.db import models

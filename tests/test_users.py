@@ -75,7 +75,10 @@ async def test_list_search_filter_sort_paginate(client, admin, user, viewer, use
     assert assert_ok(await client.get("/api/users", params={"search": "%"}, headers=admin.headers)) == []
     assert_error(await client.get("/api/users", params={"sort": "passwordHash"}, headers=admin.headers),
                  422, "VAL_001", field="sort")
-    assert_error(await client.get("/api/users", params={"limit": 1000}, headers=admin.headers), 422, "VAL_001")
+    # A limit above 100 is served as 100 (the spec's clients ask for "all"), not refused.
+    clamped = await client.get("/api/users", params={"limit": 1000}, headers=admin.headers)
+    assert clamped.status_code == 200 and clamped.json()["pagination"]["limit"] == 100
+    assert_error(await client.get("/api/users", params={"limit": 0}, headers=admin.headers), 422, "VAL_001")
     assert_error(await client.get("/api/users", params={"status": "zombie"}, headers=admin.headers),
                  422, "VAL_001", field="status")
 
@@ -238,8 +241,14 @@ async def test_invite_and_accept(client, user, other_user, user_factory, admin):
                  409, "RES_002")
     # companies:manage (ADMIN) may invite into any company.
     third = await user_factory("user")
-    assert_ok(await client.post(f"/api/users/{third.id}/invite", json={"companyId": company_id}, headers=admin.headers),
-              201)
+    assert assert_ok(await client.post(f"/api/users/{third.id}/invite", json={"companyId": company_id},
+                                       headers=admin.headers), 201)["role"] == "member"
+    # The spec's role names: 'user' means member; 'admin' is no company role.
+    fourth = await user_factory("user")
+    assert assert_ok(await client.post(f"/api/users/{fourth.id}/invite", json={"companyId": company_id, "role": "user"},
+                                       headers=user.headers), 201)["role"] == "member"
+    assert_error(await client.post(f"/api/users/{fourth.id}/invite", json={**body, "role": "admin"},
+                                   headers=user.headers), 422, "VAL_001", field="role")
     assert "invitation.accept" in await audit_actions(other_user.id)
     assert "invitation.create" in await audit_actions(third.id)
 

@@ -13,6 +13,7 @@ from troupe import __version__
 from troupe.models_base import CamelModel as CamelModel  # re-exported: the domains import it from here
 from troupe.models_base import RoundTripInput as RoundTripInput
 from troupe.models_base import StrictInput as StrictInput
+from troupe.models_base import omittable as omittable
 from troupe.platform.context import current_request
 
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 
 from troupe.platform.dashboard import schemas, service
 from troupe.platform.deps import CurrentUser, DbSession
-from troupe.platform.schemas import Envelope, ok
+from troupe.platform.schemas import Envelope, PageLimit, ok
 from troupe.platform.system.gates import requires_feature
 
 router = APIRouter(prefix="/api/dashboard", tags=["dashboard"],
@@ -31,5 +31,5 @@ async def performance(session: DbSession, user: CurrentUser, period: schemas.Per
 
 @router.get("/alerts", response_model=Envelope[schemas.DashboardAlerts])
 async def alerts(session: DbSession, user: CurrentUser, severity: schemas.Severity | None = None,
-                 status: schemas.AlertStatus | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20):
+                 status: schemas.AlertStatus | None = None, limit: Annotated[PageLimit, Query()] = 20):
     return ok(await service.alerts(session=session, user=user, severity=severity, status=status, limit=limit))

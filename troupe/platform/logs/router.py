@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 
 from troupe.platform.deps import Authorized, DbSession
 from troupe.platform.logs import schemas, service
-from troupe.platform.schemas import Envelope, Pagination, UtcDateTime, ok
+from troupe.platform.schemas import Envelope, PageLimit, Pagination, UtcDateTime, ok
 
 router = APIRouter(prefix="/api/logs", tags=["logs"])
 
@@ -24,7 +24,7 @@ async def list_logs(session: DbSession, user: Authorized("logs:read"),
                     task_id: Annotated[uuid.UUID | None, Query(alias="taskId")] = None,
                     request_id: Annotated[str | None, Query(alias="requestId", max_length=255)] = None,
                     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-                    limit: Annotated[int, Query(ge=1, le=100)] = 50):
+                    limit: Annotated[PageLimit, Query()] = 50):
     data, total = await service.search(session=session, page=page, limit=limit, level=level, source=source,
                                        company_id=company_id, user_id=user_id, task_id=task_id,
                                        request_id=request_id, start_date=start_date, end_date=end_date,

@@ -54,6 +54,14 @@ def _utc(value: datetime) -> datetime:
     return as_utc(value)
 
 
+def log_entry(row: models.Log) -> schemas.LogEntry:
+    """The spec's LogEntry, for every route that answers log rows (logs, company and task logs)."""
+    return schemas.LogEntry(id=row.id, timestamp=row.created_at, level=row.level, source=row.source,
+                            message=row.message, details=row.details, user_id=row.user_id,
+                            company_id=row.company_id, task_id=row.task_id, request_id=row.request_id,
+                            duration=row.duration)
+
+
 async def search(*, session: AsyncSession, page: int, limit: int, **filters) -> tuple[schemas.LogPage, int]:
     where = and_(*_filters(**filters))
     total = (await session.execute(select(func.count()).select_from(Log).where(where))).scalar_one()
@@ -66,9 +74,7 @@ async def search(*, session: AsyncSession, page: int, limit: int, **filters) -> 
     hour = func.date_trunc("hour", Log.created_at)
     by_hour = (await session.execute(select(hour, func.count()).where(where).group_by(hour)
                                      .order_by(hour.desc()).limit(_MAX_HOURS))).all()
-    logs = [schemas.LogEntry(id=r.id, timestamp=r.created_at, level=r.level, source=r.source, message=r.message,
-                             details=r.details, user_id=r.user_id, company_id=r.company_id, task_id=r.task_id,
-                             request_id=r.request_id, duration=r.duration) for r in rows]
+    logs = [log_entry(r) for r in rows]
     aggregations = schemas.LogAggregations(
         by_level=by_level, by_source=by_source,
         by_hour=[schemas.HourCount(hour=h, count=c) for h, c in reversed(by_hour)])

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from troupe.platform.deps import CurrentUser, DbSession
 from troupe.platform.notifications import service
 from troupe.platform.notifications.schemas import NotificationList, NotificationOut, ReadAllResult
-from troupe.platform.schemas import Envelope, PageParams, Pagination, ok
+from troupe.platform.schemas import Envelope, PageLimit, PageParams, Pagination, ok
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 async def list_notifications(
     session: DbSession, user: CurrentUser,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Annotated[PageLimit, Query()] = 20,
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
     unread: Annotated[bool, Query(description="Only unread notifications")] = False,
     category: Annotated[str | None, Query(max_length=50)] = None,

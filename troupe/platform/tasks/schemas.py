@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput, UtcDateTime
+from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput, UtcDateTime, omittable
 
 TaskType = Literal["workflow", "single_agent", "batch", "scheduled"]
 Priority = Literal["low", "medium", "high", "urgent"]
@@ -32,12 +32,13 @@ class TaskUpdate(RoundTripInput):
     back: its server-owned fields (status, type, companyId, ...) are ignored."""
 
     read_models = ("TaskOut",)
-    name: str | None = Field(None, min_length=1, max_length=255)
+
+    name: str = omittable(min_length=1, max_length=255)
     description: str | None = Field(None, max_length=10_000)
-    priority: Priority | None = None
+    priority: Priority = omittable()
     input: Any = None
     assigned_to: uuid.UUID | None = None
-    tags: list[str] | None = Field(None, max_length=50)
+    tags: list[str] = omittable(max_length=50)
     scheduled_at: UtcDateTime | None = None
 
 

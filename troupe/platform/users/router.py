@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from troupe.platform.deps import Authorized, CurrentUser, DbSession
-from troupe.platform.schemas import Envelope, Message, PageParams, Pagination, ok
+from troupe.platform.schemas import Envelope, Message, PageLimit, PageParams, Pagination, ok
 from troupe.platform.users import service
 from troupe.platform.users.schemas import (
     AcceptInvitation,
@@ -32,7 +32,7 @@ async def list_users(
     user: Authorized("users:read"),
     session: DbSession,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Annotated[PageLimit, Query()] = 20,
     search: Annotated[str | None, Query(max_length=200, description="Username, email or name contains")] = None,
     role: Literal["super_admin", "admin", "user", "viewer"] | None = None,
     status: Literal["active", "inactive", "suspended"] | None = None,
@@ -102,7 +102,7 @@ async def activity(
     user: CurrentUser,
     session: DbSession,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Annotated[PageLimit, Query()] = 20,
     source: Annotated[str | None, Query(max_length=100, description="Only logs of this source, e.g. audit")] = None,
 ) -> Envelope[list[ActivityEntry]]:
     items, total = await service.activity(session=session, caller=user, user_id=user_id, page=page, limit=limit,

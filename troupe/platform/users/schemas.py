@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput, deep_merge
+from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput, deep_merge, omittable
 
 Role = Literal["admin", "user", "viewer"]
 Status = Literal["active", "inactive", "suspended"]
@@ -193,8 +193,8 @@ class UserUpdate(RoundTripInput):
 
     read_models = ("UserOut",)
 
-    first_name: str | None = Field(None, min_length=1, max_length=100)
-    last_name: str | None = Field(None, min_length=1, max_length=100)
+    first_name: str = omittable(min_length=1, max_length=100)
+    last_name: str = omittable(min_length=1, max_length=100)
     avatar: str | None = Field(None, max_length=2000, pattern=r"^(https?://|data:image/)\S+$")
     profile: ProfilePatch | None = None
 
@@ -210,8 +210,14 @@ class StatusUpdate(StrictInput):
 
 class InviteRequest(StrictInput):
     company_id: uuid.UUID
-    role: Literal["member", "viewer"] = "member"
+    role: Literal["member", "viewer", "user"] = Field(
+        "member", description="The role in the company; the spec's platform role 'user' means member")
     message: str | None = Field(None, max_length=2000)
+
+    @field_validator("role")
+    @classmethod
+    def _user_is_member(cls, value: str) -> str:
+        return "member" if value == "user" else value
 
 
 class AcceptInvitation(StrictInput):
