@@ -47,7 +47,7 @@ async def test_upload_download_round_trip(client, user):
     data = assert_ok(await _upload(client, user, zipped, name="../../etc/pass\"wd.zip", metadata=meta,
                                    tags="alpha, beta"), 201)
     assert data["mimeType"] == "application/zip" and data["type"] == "archive"
-    assert data["size"] == len(zipped) and data["private"] is True
+    assert data["size"] == len(zipped) and data["private"] is False  # the spec's default
     assert data["uploadedBy"] == user.id and data["tags"] == ["alpha", "beta"]
     assert data["metadata"]["purpose"] == "round trip"
     assert "/" not in data["filename"] and '"' not in data["filename"]
@@ -75,6 +75,28 @@ async def test_upload_download_round_trip(client, user):
 
     text = assert_ok(await _upload(client, user, "héllo wörld\n".encode(), name="été.csv"), 201)
     assert text["mimeType"] == "text/csv" and text["type"] == "document"
+
+
+async def test_upload_type_is_answered_and_filtered(client, user):
+    """The spec's upload ``type`` (the client's category) comes back as ``type`` and filters the list;
+    the content is still sniffed (mimeType) whatever the client calls it."""
+    tag = uuid.uuid4().hex[:8]
+    avatar = assert_ok(await _upload(client, user, PNG, name="me.png", type="Avatar", tags=tag), 201)
+    assert avatar["type"] == "avatar" and avatar["mimeType"] == "image/png" and "category" not in avatar["metadata"]
+    doc = assert_ok(await _upload(client, user, b"minutes", name="minutes.txt", tags=tag), 201)
+    assert doc["type"] == "document"
+    listed = assert_ok(await client.get("/api/files", params={"type": "avatar", "tags": tag}, headers=user.headers))
+    assert [f["id"] for f in listed] == [avatar["id"]]
+    sniffed = assert_ok(await client.get("/api/files", params={"type": "document", "tags": tag},
+                                         headers=user.headers))
+    assert [f["id"] for f in sniffed] == [doc["id"]]
+    # Any well-formed type is a filter (the spec's types are open-ended), not a 422.
+    assert assert_ok(await client.get("/api/files", params={"type": "weird", "tags": tag}, headers=user.headers)) == []
+    assert_error(await client.get("/api/files", params={"type": "no spaces"}, headers=user.headers),
+                 422, "VAL_001", field="type")
+    assert_error(await _upload(client, user, b"x", type="../etc"), 422, "VAL_001", field="type")
+    usage = assert_ok(await client.get("/api/files/storage/usage", headers=user.headers))
+    assert usage["countByType"]["avatar"] >= 1
 
 
 async def test_oversize_upload_is_refused_and_not_stored(client, user):
@@ -138,8 +160,9 @@ async def test_chunked_upload(client, user, order):
     checksum = hashlib.sha256(content).hexdigest()
     data = assert_ok(await client.post("/api/files/upload/complete", headers=user.headers,
                                        json={"fileId": upload_id, "totalChunks": 4, "checksum": checksum,
-                                             "tags": ["chunked"]}), 201)
+                                             "tags": ["chunked"], "type": "report"}), 201)
     assert data["size"] == len(content) and data["filename"] == "report.txt" and data["mimeType"] == "text/plain"
+    assert data["type"] == "report" and data["private"] is False
     assert data["metadata"]["sha256"] == checksum
     resp = await client.get(f"/api/files/{data['id']}/download", headers=user.headers)
     assert resp.content == content
@@ -186,30 +209,56 @@ async def test_chunked_upload_errors(client, user, other_user):
                                    json={"fileId": stale, "totalChunks": 2}), 404, "RES_001")
 
 
-async def test_isolation_and_listing(client, user, other_user, admin):
+async def _join(company_id: str, member_id: str, role: str = "member") -> None:
+    from troupe.db import models
+    from troupe.db.session import session_scope
+
+    async with session_scope() as session:
+        company = await session.get(models.Company, uuid.UUID(company_id))
+        members = {str(m): r for m, r in (company.member_roles or {}).items()}
+        await session.execute(update(models.Company).where(models.Company.id == company.id)
+                              .values(team_members=[*(company.team_members or []), uuid.UUID(member_id)],
+                                      member_roles={**members, member_id: role}))
+
+
+async def _company(client, owner) -> dict:
+    return assert_ok(await client.post("/api/companies", headers=owner.headers, json={
+        "name": f"Files Co {uuid.uuid4().hex[:6]}", "type": "other", "industry": "other"}), 201)
+
+
+async def test_isolation_and_listing(client, user, other_user, admin, user_factory):
+    """Not private (the default) reaches the uploader's teammates, never another tenant."""
     tag = uuid.uuid4().hex[:8]
-    private = assert_ok(await _upload(client, user, b"secret", name=f"secret-{tag}.txt", tags=tag), 201)
-    public = assert_ok(await _upload(client, user, b"hello all", name=f"public-{tag}.txt", private="false",
-                                     tags=tag), 201)
-    for path in (f"/api/files/{private['id']}", f"/api/files/{private['id']}/download"):
+    teammate = await user_factory("user")
+    await _join((await _company(client, user))["id"], teammate.id)
+    private = assert_ok(await _upload(client, user, b"secret", name=f"secret-{tag}.txt", tags=tag,
+                                      private="true"), 201)
+    public = assert_ok(await _upload(client, user, b"hello all", name=f"public-{tag}.txt", tags=tag), 201)
+    assert private["private"] is True and public["private"] is False
+    for who in (other_user, teammate):
+        for path in (f"/api/files/{private['id']}", f"/api/files/{private['id']}/download"):
+            assert_error(await client.get(path, headers=who.headers), 404, "RES_001")
+        assert_error(await client.put(f"/api/files/{private['id']}", headers=who.headers,
+                                      json={"filename": "mine.txt"}), 404, "RES_001")
+        assert_error(await client.delete(f"/api/files/{private['id']}", headers=who.headers), 404, "RES_001")
+        assert_error(await client.post(f"/api/files/{private['id']}/share", headers=who.headers, json={}),
+                     404, "RES_001")
+    # Another tenant (no company in common) does not see the non-private file either.
+    for path in (f"/api/files/{public['id']}", f"/api/files/{public['id']}/download"):
         assert_error(await client.get(path, headers=other_user.headers), 404, "RES_001")
-    assert_error(await client.put(f"/api/files/{private['id']}", headers=other_user.headers,
-                                  json={"filename": "mine.txt"}), 404, "RES_001")
-    assert_error(await client.delete(f"/api/files/{private['id']}", headers=other_user.headers), 404, "RES_001")
-    assert_error(await client.post(f"/api/files/{private['id']}/share", headers=other_user.headers, json={}),
-                 404, "RES_001")
     assert_error(await client.get("/api/files/not-a-uuid", headers=user.headers), 404, "RES_001")
 
-    assert assert_ok(await client.get(f"/api/files/{public['id']}", headers=other_user.headers))["id"] == public["id"]
-    resp = await client.get(f"/api/files/{public['id']}/download", headers=other_user.headers)
+    assert assert_ok(await client.get(f"/api/files/{public['id']}", headers=teammate.headers))["id"] == public["id"]
+    resp = await client.get(f"/api/files/{public['id']}/download", headers=teammate.headers)
     assert resp.status_code == 200 and resp.content == b"hello all"
     # Readable is not writable: only the uploader changes or deletes it.
-    assert_error(await client.put(f"/api/files/{public['id']}", headers=other_user.headers,
+    assert_error(await client.put(f"/api/files/{public['id']}", headers=teammate.headers,
                                   json={"private": True}), 403, "AUTH_004")
-    assert_error(await client.delete(f"/api/files/{public['id']}", headers=other_user.headers), 403, "AUTH_004")
+    assert_error(await client.delete(f"/api/files/{public['id']}", headers=teammate.headers), 403, "AUTH_004")
 
-    theirs = (await client.get(f"/api/files?tags={tag}", headers=other_user.headers)).json()
+    theirs = (await client.get(f"/api/files?tags={tag}", headers=teammate.headers)).json()
     assert [f["id"] for f in theirs["data"]] == [public["id"]]
+    assert assert_ok(await client.get(f"/api/files?tags={tag}", headers=other_user.headers)) == []
     mine = (await client.get(f"/api/files?tags={tag}&sort=filename&order=desc&limit=1", headers=user.headers)).json()
     assert [f["id"] for f in mine["data"]] == [private["id"]]
     assert mine["pagination"]["total"] == 2 and mine["pagination"]["hasNext"] is True
@@ -217,7 +266,6 @@ async def test_isolation_and_listing(client, user, other_user, admin):
     assert [f["id"] for f in only_private] == [private["id"]]
     searched = assert_ok(await client.get(f"/api/files?search=public-{tag}&type=document", headers=user.headers))
     assert [f["id"] for f in searched] == [public["id"]]
-    assert_error(await client.get("/api/files?type=weird", headers=user.headers), 422, "VAL_001")
     # A platform admin sees every tenant's files.
     assert assert_ok(await client.get(f"/api/files/{private['id']}", headers=admin.headers))["id"] == private["id"]
 
@@ -226,28 +274,32 @@ async def test_isolation_and_listing(client, user, other_user, admin):
                                                "private": False}))
     assert updated["filename"] == "renamed.txt" and updated["tags"] == ["x", "y"] and updated["private"] is False
     assert updated["originalName"] == f"secret-{tag}.txt"
+    assert assert_ok(await client.get(f"/api/files/{private['id']}", headers=teammate.headers))["id"] == private["id"]
+    assert_error(await client.get(f"/api/files/{private['id']}", headers=other_user.headers), 404, "RES_001")
     assert_error(await client.put(f"/api/files/{private['id']}", headers=user.headers,
-                                  json={"uploadedBy": other_user.id}), 422, "VAL_001")
+                                  json={"uploadedBy": other_user.id, "ownerId": other_user.id}), 422, "VAL_001")
 
 
-async def test_company_files_visible_to_members(client, user, other_user):
-    company = assert_ok(await client.post("/api/companies", headers=user.headers,
-                                          json={"name": f"Files Co {uuid.uuid4().hex[:6]}", "type": "other", "industry": "other"}), 201)
+async def test_company_files_visible_to_members(client, user, other_user, user_factory):
+    company = await _company(client, user)
     file = assert_ok(await _upload(client, user, b"company doc", companyId=company["id"]), 201)
-    assert file["companyId"] == company["id"] and file["private"] is True
-    assert_error(await client.get(f"/api/files/{file['id']}", headers=other_user.headers), 404, "RES_001")
-    from troupe.db import models
-    from troupe.db.session import session_scope
-
-    async with session_scope() as session:
-        await session.execute(update(models.Company).where(models.Company.id == uuid.UUID(company["id"]))
-                              .values(team_members=[uuid.UUID(other_user.id)],
-                                      member_roles={other_user.id: "member"}))
-    assert assert_ok(await client.get(f"/api/files/{file['id']}", headers=other_user.headers))["id"] == file["id"]
+    secret = assert_ok(await _upload(client, user, b"board only", companyId=company["id"], private="true"), 201)
+    assert file["companyId"] == company["id"] and file["private"] is False and secret["private"] is True
+    # Not private is scoped to the company: another tenant sees neither.
+    for fid in (file["id"], secret["id"]):
+        assert_error(await client.get(f"/api/files/{fid}", headers=other_user.headers), 404, "RES_001")
+    # The uploader's teammate in another company does not see this company's files.
+    elsewhere = await user_factory("user")
+    await _join((await _company(client, user))["id"], elsewhere.id)
+    assert_error(await client.get(f"/api/files/{file['id']}", headers=elsewhere.headers), 404, "RES_001")
+    await _join(company["id"], other_user.id)
+    # The company's people read its files, private or not.
+    for fid in (file["id"], secret["id"]):
+        assert assert_ok(await client.get(f"/api/files/{fid}", headers=other_user.headers))["id"] == fid
     # A member may read but not write the company, so cannot upload into it.
     assert_error(await _upload(client, other_user, b"hi", companyId=company["id"]), 403, "AUTH_004")
     usage = assert_ok(await client.get("/api/files/storage/usage", headers=user.headers))
-    assert usage["byCompany"][company["id"]] == len(b"company doc")
+    assert usage["byCompany"][company["id"]] == len(b"company doc") + len(b"board only")
 
 
 async def test_share_with_password_and_expiry(client, user, other_user):
@@ -305,12 +357,13 @@ async def test_delete_and_batch_delete_remove_objects(client, user, other_user, 
 
     mine = [assert_ok(await _upload(client, user, f"file {i}".encode()), 201)["id"] for i in range(3)]
     foreign_public = assert_ok(await _upload(client, other_user, b"not yours", private="false"), 201)["id"]
-    foreign_private = assert_ok(await _upload(client, other_user, b"hidden"), 201)["id"]
+    foreign_private = assert_ok(await _upload(client, other_user, b"hidden", private="true"), 201)["id"]
     ids = [mine[0], foreign_public, "junk", mine[1], foreign_private, mine[2], mine[0]]
     result = assert_ok(await client.post("/api/files/batch/delete", headers=user.headers, json={"fileIds": ids}))
     assert result["deleted"] == 3 and result["failed"] == 4
     outcome = {(r["index"], r["success"], (r["error"] or {}).get("code")) for r in result["results"]}
-    assert outcome == {(0, True, None), (1, False, "AUTH_004"), (2, False, "RES_001"), (3, True, None),
+    # Another tenant's files are invisible, not merely undeletable, whether private or not.
+    assert outcome == {(0, True, None), (1, False, "RES_001"), (2, False, "RES_001"), (3, True, None),
                        (4, False, "RES_001"), (5, True, None), (6, False, "RES_001")}
     for fid in mine:
         assert _stored(fid) is None

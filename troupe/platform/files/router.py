@@ -15,6 +15,7 @@ from troupe.platform.deps import CurrentUser, DbSession
 from troupe.platform.files import service
 from troupe.platform.files.download import file_response
 from troupe.platform.files.schemas import (
+    FILE_TYPE_PATTERN,
     BatchDelete,
     BatchResult,
     ChunkReceived,
@@ -54,8 +55,9 @@ class BoundedJsonRoute(APIRoute):
 
         return bounded
 
-_BINARY = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-           "description": "The file's bytes (206 with Content-Range for a byte range)"}
+# The bytes go out with the file's own media type (text/plain, image/png, ...).
+_BINARY = {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+           "description": "The file's bytes, in its own media type (206 with Content-Range for a byte range)"}
 
 
 def _multipart(properties: dict, required: list[str]) -> dict:
@@ -65,10 +67,14 @@ def _multipart(properties: dict, required: list[str]) -> dict:
 
 _UPLOAD_BODY = _multipart({
     "file": {"type": "string", "format": "binary"},
-    "type": {"type": "string", "description": "Client category (avatar, document...), kept in metadata.category"},
+    "type": {"type": "string", "maxLength": 50, "pattern": FILE_TYPE_PATTERN,
+             "description": "Your type (avatar, document, image, ...), answered as `type` and filtered by "
+                            "GET /api/files?type=; without it, the kind sniffed from the content"},
     "metadata": {"type": "string", "description": "JSON object"},
     "companyId": {"type": "string", "format": "uuid", "description": "A company you may write"},
-    "private": {"type": "boolean", "default": True},
+    "private": {"type": "boolean", "default": False,
+                "description": "Only the uploader (and the file's company) may read it; otherwise also the "
+                               "uploader's teammates, for a file of no company"},
     "tags": {"type": "string", "description": "Repeated field, comma-separated list or JSON array"},
 }, ["file"])
 _CHUNK_BODY = _multipart({
@@ -160,7 +166,7 @@ async def delete_file(file_id: str, session: DbSession, user: CurrentUser):
 @router.get("/{file_id}/download", response_class=StreamingResponse, responses={200: _BINARY, 206: _BINARY})
 async def download_file(file_id: str, request: Request, session: DbSession, user: CurrentUser,
                         inline: Annotated[bool, Query()] = False,
-                        thumbnail: Annotated[bool, Query(description="Thumbnails are not generated: 404")] = False):
+                        thumbnail: Annotated[bool, Query(description="Thumbnails are not generated (no image library is installed): 404")] = False):
     file = await service.get_file(session=session, user=user, file_id=file_id)
     if thumbnail:
         raise AppError(ErrorCode.RESOURCE_NOT_FOUND, "This file has no thumbnail")

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, Field, field_validator, model_validator
 
 from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput, UtcDateTime
 
 FileType = Literal["image", "document", "audio", "video", "archive", "other"]
+FILE_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"
+FileCategory = Annotated[str, AfterValidator(str.lower), Field(
+    max_length=50, pattern=FILE_TYPE_PATTERN,
+    description="The client's type (avatar, document, image, video, audio, ...); case-insensitive. "
+                "An upload without one gets the kind sniffed from its content: " + "|".join(FileType.__args__))]
 
 
 class FileInfo(CamelModel):
@@ -19,7 +24,8 @@ class FileInfo(CamelModel):
     original_name: str
     mime_type: str
     size: int
-    type: str
+    type: str = Field(description="The type given at upload (e.g. avatar), else the kind sniffed from the content "
+                                  "(" + "|".join(FileType.__args__) + ")")
     url: str
     thumbnail_url: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("meta", "metadata"))
@@ -54,7 +60,8 @@ class CompleteUpload(StrictInput):
     checksum: str | None = Field(None, pattern=r"^(sha256:)?[0-9a-fA-F]{64}$",
                                  description="SHA-256 of the whole file (hex, optionally 'sha256:'-prefixed)")
     company_id: uuid.UUID | None = None
-    private: bool = True
+    private: bool = Field(False, description="Only the uploader (and its company, for a company file) may read it")
+    type: FileCategory | None = None
     tags: list[str] = Field(default_factory=list, max_length=20)
 
     @field_validator("tags")
@@ -64,7 +71,7 @@ class CompleteUpload(StrictInput):
 
 
 class FileListParams(PageParams):
-    type: FileType | None = None
+    type: FileCategory | None = None
     company_id: uuid.UUID | None = None
     private: bool | None = None
     tags: str | None = Field(None, max_length=500, description="Comma-separated; files having all of them")
@@ -76,10 +83,11 @@ class FileUpdate(RoundTripInput):
     """The whole GET answer may be sent back: its server-owned fields are ignored."""
 
     read_models = ("FileInfo",)
+
     filename: str | None = Field(None, min_length=1, max_length=255)
     metadata: dict[str, Any] | None = None
     private: bool | None = None
-    tags: list[str] | None = Field(None, max_length=20)
+    tags: list[Annotated[str, Field(min_length=1, max_length=50)]] | None = Field(None, max_length=20)
 
     @field_validator("tags")
     @classmethod

@@ -1,10 +1,13 @@
 """Files: metadata in Postgres, bytes in fsspec storage.
 
-Access policy (endpoints.tsv): a file is readable by its uploader, by members
-of its company, and by everyone signed in when it is not private; anything
-else answers RES_001 so ids of other tenants do not leak. Uploads are private
-unless ``private=false`` is sent. Only the uploader changes or shares a file;
-the uploader or a platform admin deletes it.
+Access policy (README "Files"): a file is readable by its uploader, by platform
+admins, and by the owner, members and viewers of its company. A file of no company
+that is not private is also readable by the uploader's teammates (everyone who
+shares a company with them). Nothing is readable across tenants: anything else
+answers RES_001 so ids of other tenants do not leak. Uploads are not private
+unless ``private=true`` is sent (the spec's default), which the tenant scope keeps
+safe. Only the uploader changes or shares a file; the uploader or a platform
+admin deletes it.
 
 Storage keys come from the file id (``objects/<2 hex>/<uuid hex>``), never
 from the user's filename; chunked uploads live under
@@ -21,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Request
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Select, and_, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +34,7 @@ from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
 from troupe.infra.ratelimit import hit
 from troupe.infra.redis import get_redis, rkey
 from troupe.infra.storage import get_storage
-from troupe.platform.access import load_company, member_company_ids_subquery
+from troupe.platform.access import load_company, member_company_ids_subquery, visible_companies
 from troupe.platform.deps import Principal
 from troupe.platform.files.formstream import receive_form, too_large
 from troupe.platform.files.schemas import (
@@ -39,6 +43,7 @@ from troupe.platform.files.schemas import (
     BatchResult,
     ChunkReceived,
     CompleteUpload,
+    FileCategory,
     FileInfo,
     FileListParams,
     FileUpdate,
@@ -54,6 +59,7 @@ from troupe.security import hash_password, new_opaque_token, verify_password
 from troupe.timeutil import as_utc, iso, parse_iso, utcnow
 
 F = models.File
+_CATEGORY: TypeAdapter[str] = TypeAdapter(FileCategory)
 CHUNK_UPLOAD_TTL = timedelta(hours=24)
 MAX_CHUNKS = 10_000
 MAX_METADATA_BYTES = 16 * 1024
@@ -86,7 +92,13 @@ def _parse_id(value: str) -> uuid.UUID:
 def _visible(user: Principal):
     if user.is_global:
         return true()
-    return or_(F.uploaded_by == user.id, F.private.is_not(True), F.company_id.in_(member_company_ids_subquery(user)))
+    company = models.Company
+    # The uploader shares a company with the caller (either may own it or belong to it).
+    teammate = select(company.id).where(
+        visible_companies(user),
+        or_(company.owner_id == F.uploaded_by, company.team_members.any(F.uploaded_by))).exists()
+    return or_(F.uploaded_by == user.id, F.company_id.in_(member_company_ids_subquery(user)),
+               and_(F.company_id.is_(None), F.private.is_not(True), teammate))
 
 
 async def _load_visible(session: AsyncSession, user: Principal, file_id: str, *,
@@ -207,10 +219,22 @@ async def _company_for_upload(session: AsyncSession, user: Principal, raw: Any) 
     return company.id
 
 
+def _category(raw: str | None) -> str | None:
+    """The upload form's ``type`` (the client's category, e.g. avatar), checked as the list filter checks it."""
+    if raw is None or raw == "":
+        return None
+    try:
+        return _CATEGORY.validate_python(raw)
+    except ValidationError as exc:
+        raise invalid(f"type: {exc.errors()[0]['msg']}", field="type") from exc
+
+
 def _new_row(*, file_id: uuid.UUID, user: Principal, name: str, found: Sniffed, size: int, base: str,
-             company_id: uuid.UUID | None, private: bool, tags: list[str], meta: dict[str, Any]) -> models.File:
+             company_id: uuid.UUID | None, private: bool, tags: list[str], meta: dict[str, Any],
+             category: str | None) -> models.File:
     return F(id=file_id, filename=name, original_name=name, mime_type=found.mime, size=size,
-             url=_download_url(base, file_id), type=found.type or "other", meta={**meta, **found.metadata},
+             url=_download_url(base, file_id), type=category or found.type or "other",
+             meta={**meta, **found.metadata},
              uploaded_by=user.id, company_id=company_id, private=private, tags=tags)
 
 
@@ -234,13 +258,11 @@ async def upload(*, session: AsyncSession, user: Principal, request: Request, ba
     try:
         _unknown(fields, _UPLOAD_FIELDS)
         meta = _metadata(_one(fields, "metadata"))
-        category = _one(fields, "type")
-        if category:
-            meta["category"] = category[:50]
         row = _new_row(file_id=file_id, user=user, name=safe_name(received.filename), found=found[0],
                        size=received.size, base=base,
                        company_id=await _company_for_upload(session, user, _one(fields, "companyId")),
-                       private=_bool(fields, "private", True), tags=_tags(fields), meta=meta)
+                       private=_bool(fields, "private", False), tags=_tags(fields), meta=meta,
+                       category=_category(_one(fields, "type")))
         session.add(row)
         # Committed here, not by the router, so a failed insert never leaves an orphan object.
         await session.commit()
@@ -366,7 +388,7 @@ async def complete_upload(*, session: AsyncSession, user: Principal, data: Compl
                               details={"sha256": digest.hexdigest()})
             row = _new_row(file_id=file_id, user=user, name=manifest["filename"], found=found, size=writer.size,
                            base=base, company_id=company_id, private=data.private, tags=data.tags,
-                           meta={**meta, "sha256": digest.hexdigest()})
+                           meta={**meta, "sha256": digest.hexdigest()}, category=data.type)
             session.add(row)
             await session.commit()  # before the parts go: a failed insert must not lose the upload
         except BaseException:
