@@ -429,6 +429,7 @@ async def test_list_rows_embed_agents_tools_and_workflow_bounded(client, user):
             "createdAt", "updatedAt"} <= set(first)
     assert set(first["performance"]["trends"]) == {"daily", "weekly", "monthly"}
     assert row["toolCount"] == 1 and row["tools"][0]["id"] == tool and "configuration" in row["tools"][0]
+    assert [len(row["tools"][0]["usage"]["trends"][k]) for k in ("daily", "weekly", "monthly")] == [7, 4, 12]
     assert row["workflow"]["nodes"][0]["id"] == "in" and row["workflow"]["companyId"] == company["id"]
     assert {"resourceUsage", "costs", "performance"} <= set(row["metrics"])
     detail = assert_ok(await client.get(f"/api/companies/{company['id']}", headers=user.headers))

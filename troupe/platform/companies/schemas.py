@@ -54,7 +54,9 @@ def _ip_or_cidr(value: str) -> str:
     return value
 
 
-HttpUrlStr = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_http_url)]
+# The pattern says in the OpenAPI what _http_url checks.
+HttpUrlStr = Annotated[str, StringConstraints(min_length=10, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^ ]+$"),
+                       AfterValidator(_http_url)]
 IpRange = Annotated[str, StringConstraints(max_length=64), AfterValidator(_ip_or_cidr)]
 
 
@@ -370,8 +372,7 @@ class MemberRead(CamelModel):
 
 
 class CompanyToolRead(ToolOut):
-    """The spec's Tool (secrets masked) as installed in the company. ``usage`` holds the
-    counters; its ``trends`` are left empty here (``GET /api/tools/:id`` has them)."""
+    """The spec's Tool (secrets masked) as installed in the company, with its usage."""
 
     installed_at: datetime | None
 

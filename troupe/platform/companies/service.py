@@ -65,6 +65,7 @@ from troupe.platform.logs.schemas import LogEntry
 from troupe.platform.schemas import Pagination, deep_merge
 from troupe.platform.system.gates import ensure_company_settings, ensure_team_size
 from troupe.platform.tools import service as tools_service
+from troupe.platform.tools.schemas import ToolUsage
 from troupe.platform.workflows import service as workflows_service
 from troupe.platform.workflows.schemas import WorkflowOut
 from troupe.security import SecretBox
@@ -287,9 +288,13 @@ async def _embedded(session: AsyncSession, company_ids: list[uuid.UUID], *, limi
     if limit is not None:
         query = query.where(installs.c.rn <= limit)
     rows = (await session.execute(query.order_by(installs.c.company_id, installs.c.rn))).all()
-    usage = await tools_service.usage_summaries(session=session, tool_ids=list({t.id for t, _, _ in rows}))
+    tool_ids = list({t.id for t, _, _ in rows})
+    usage = await tools_service.usage_summaries(session=session, tool_ids=tool_ids)
+    trends = await tools_service.usage_trends(session=session, tool_ids=tool_ids)
     for tool, cid, installed_at in rows:
-        dumped = tools_service.to_out(tool, usage.get(tool.id)).model_dump(by_alias=True)
+        counters = usage.get(tool.id) or ToolUsage()
+        counters.trends = trends[tool.id]
+        dumped = tools_service.to_out(tool, counters).model_dump(by_alias=True)
         out.tools.setdefault(cid, []).append(CompanyToolRead.model_validate({**dumped, "installedAt": installed_at}))
     main = (await session.execute(
         select(W).where(W.company_id.in_(company_ids)).distinct(W.company_id)

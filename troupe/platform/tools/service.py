@@ -467,6 +467,40 @@ async def usage_summaries(*, session: AsyncSession, tool_ids: list[uuid.UUID]) -
             for tid, total, good, avg, last in rows}
 
 
+_TRENDS_SQL = text("""
+WITH spans AS (
+  SELECT * FROM (VALUES ('daily', 'day', 7), ('weekly', 'week', 4), ('monthly', 'month', 12)) AS v(trend, unit, n)
+),
+buckets AS (
+  SELECT s.trend, b AS start, b + CAST('1 ' || s.unit AS interval) AS stop
+  FROM spans s, LATERAL generate_series(
+    date_trunc(s.unit, CAST(:now AS timestamptz)) - CAST((s.n - 1) || ' ' || s.unit AS interval),
+    date_trunc(s.unit, CAST(:now AS timestamptz)), CAST('1 ' || s.unit AS interval)) AS b
+),
+ids AS (SELECT DISTINCT unnest(CAST(:ids AS uuid[])) AS tool_id),
+calls AS (
+  SELECT c.tool_id, c.created_at FROM tool_calls c
+  WHERE c.tool_id = ANY(:ids) AND c.created_at >= (SELECT min(start) FROM buckets)
+)
+SELECT ids.tool_id, bk.trend, bk.start, count(calls.tool_id) AS calls
+FROM ids CROSS JOIN buckets bk
+LEFT JOIN calls ON calls.tool_id = ids.tool_id AND calls.created_at >= bk.start AND calls.created_at < bk.stop
+GROUP BY ids.tool_id, bk.trend, bk.start
+ORDER BY ids.tool_id, bk.trend, bk.start
+""")
+
+
+async def usage_trends(*, session: AsyncSession, tool_ids: list[uuid.UUID]) -> dict[uuid.UUID, s.ToolTrends]:
+    """``usage.trends`` (calls per day / week / month, as ``usage_summary``) for many tools in one query."""
+    if not tool_ids:
+        return {}
+    series: dict[uuid.UUID, dict[str, list[int]]] = {
+        t: {"daily": [], "weekly": [], "monthly": []} for t in tool_ids}
+    for r in (await session.execute(_TRENDS_SQL, {"ids": tool_ids, "now": utcnow()})).all():
+        series[r.tool_id][r.trend].append(int(r.calls))
+    return {t: s.ToolTrends(**v) for t, v in series.items()}
+
+
 # --------------------------------------------------------------------------- installs
 
 
