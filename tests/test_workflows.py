@@ -140,11 +140,16 @@ async def test_create_refuses_bad_input(client, user):
         ({"version": "9.9.9"}, "VAL_001", "version"),
         ({"tags": ["x"] * 51}, "VAL_001", "tags"),
         ({"name": "n" * 256}, "VAL_001", "name"),
-        ({"schedule": {"cron": "* * * * *", "nextRun": "2030-01-01T00:00:00Z"}}, "VAL_001", "schedule.nextRun"),
     ]
     for override, code, field in cases:
         assert_error(await client.post("/api/workflows", json=body(company, **override), headers=user.headers),
                      422, code, field=field)
+    # A schedule as a GET answers it: nextRun is the server's (ignored when sent), an unknown key is refused.
+    sent = {"cron": "* * * * *", "nextRun": "2030-01-01T00:00:00Z"}
+    created = await create(client, user, company, schedule=sent)
+    assert created["schedule"]["nextRun"] and not created["schedule"]["nextRun"].startswith("2030")
+    assert_error(await client.post("/api/workflows", json=body(company, schedule={**sent, "runAt": 1}),
+                                   headers=user.headers), 422, "VAL_001", field="schedule.runAt")
     assert_error(await client.post("/api/workflows", json=body(company, name=None), headers=user.headers),
                  422, "VAL_002", field="name")
     assert_error(await client.post("/api/workflows", json=body(str(uuid.uuid4())), headers=user.headers),

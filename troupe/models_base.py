@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
@@ -23,12 +23,34 @@ class CamelModel(BaseModel):
                               serialize_by_alias=True)
 
 
+def _visible_text(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """Strings are stripped before their length is checked, so a required minimum
+    length means "at least one visible character": the document says so (``pattern``)."""
+    if not model.model_config.get("str_strip_whitespace"):
+        return
+    for prop in schema.get("properties", {}).values():
+        for option in (prop, *prop.get("anyOf", ())):
+            if option.get("type") == "string" and option.get("minLength", 0) >= 1 and "pattern" not in option:
+                option["pattern"] = r"\S"
+
+
 class StrictInput(CamelModel):
     """Request bodies: unknown fields are refused, so server-owned fields
     (ownerId, rating, ...) cannot be mass-assigned."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              str_strip_whitespace=True)
+                              str_strip_whitespace=True, json_schema_extra=_visible_text)
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def omittable(**constraints: Any) -> Any:
+    """A body field that may be left out ("keep the stored value") but not sent as
+    ``null``: annotate it with the non-null type and use this as its default. The
+    OpenAPI then says what validation does (no ``null``, no made-up default)."""
+    return Field(None, json_schema_extra=_no_default, **constraints)
 
 
 class RoundTripInput(StrictInput):

@@ -1,8 +1,9 @@
 """System settings sections (the spec's shape plus maintenance mode and rate limits)
 and the backup/restore bodies. Every field here takes effect (see
 ``troupe.runtime_settings``); the spec's ``integrations`` section, MFA, IP
-whitelist, password max age, timezone/language and the sms/push/slack switches
-are left out because nothing in Troupe could honour them.
+whitelist, password max age, notification templates and the sms/push/slack
+switches are refused by name (``_refused``) because nothing in Troupe could
+honour them.
 
 Each section has a full model (defaults = a fresh install) and a partial model
 for PUT, built from it with every field optional and unknown fields refused."""
@@ -10,20 +11,35 @@ for PUT, built from it with every field optional and unknown fields refused."""
 from __future__ import annotations
 
 import copy
+import zoneinfo
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import EmailStr, Field, HttpUrl, create_model
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field, HttpUrl, create_model, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput
+from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput, omittable
 
 
 class General(CamelModel):
-    """Used in outgoing mail: sender name, footer, and the base of links (reset, verify, invitations)."""
+    """Used in outgoing mail: sender name, footer, and the base of links (reset, verify, invitations);
+    the administrator's address for service alerts; a new account's time zone and language."""
 
     site_name: str = Field("Troupe", min_length=1, max_length=100)
     site_url: HttpUrl | None = Field(None, description="Base of links in mail; default FRONTEND_URL")
+    admin_email: EmailStr | None = Field(None, description="Mailed when health finds a service down; "
+                                                           "default TROUPE_ADMIN_EMAIL")
     support_email: EmailStr | None = None
+    timezone: str = Field("UTC", max_length=64, description="IANA time zone a new account's profile starts with")
+    language: str = Field("en", min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
+                          description="Language a new account's profile starts with")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        if value != "UTC" and value not in zoneinfo.available_timezones():
+            raise ValueError("unknown IANA time zone")
+        return value
 
 
 class PasswordPolicy(CamelModel):
@@ -90,18 +106,37 @@ def _partial(model: type[CamelModel], name: str, **overrides: Any) -> type[Stric
     fields: dict[str, Any] = {}
     # `field` (not `name`): the loop must not shadow the model's name given to create_model.
     for field, info in model.model_fields.items():
-        # Keep the field's constraints (ranges, patterns) and camelCase alias, but make it optional.
+        # Keep the field's type, constraints (ranges, patterns) and camelCase alias, but make it
+        # optional: left out keeps the stored value; null only where the full model takes null.
         optional = copy.copy(info)
         optional.default, optional.default_factory = None, None
-        fields[field] = (info.annotation | None, optional)
+        if optional.json_schema_extra is None:
+            optional.json_schema_extra = omittable().json_schema_extra
+        fields[field] = (info.annotation, optional)
     fields.update(overrides)
     return create_model(name, __base__=StrictInput, **fields)
 
 
-PasswordPolicyUpdate = _partial(PasswordPolicy, "PasswordPolicyUpdate")
+def _refused(reason: str) -> tuple[Any, Any]:
+    """A field of the spec's settings that Troupe cannot honour (a stored switch that does
+    nothing would mislead): not in the OpenAPI, and refused naming the field and the reason."""
+    def refuse(_: Any) -> Any:
+        raise ValueError(f"not supported: {reason}")
+    return SkipJsonSchema[Annotated[Any, AfterValidator(refuse)]], Field(None, exclude=True)
+
+
+PasswordPolicyUpdate = _partial(PasswordPolicy, "PasswordPolicyUpdate", max_age=_refused(
+    "passwords do not expire in Troupe (sessionTimeout bounds sessions; reset-password replaces a password)"))
 GeneralUpdate = _partial(General, "GeneralUpdate")
-SecurityUpdate = _partial(Security, "SecurityUpdate", password_policy=(PasswordPolicyUpdate | None, None))
-NotificationsUpdate = _partial(Notifications, "NotificationsUpdate")
+SecurityUpdate = _partial(
+    Security, "SecurityUpdate", password_policy=(PasswordPolicyUpdate, omittable()),
+    mfa_required=_refused("Troupe has no multi-factor authentication"),
+    ip_whitelist=_refused("restrict client addresses at your reverse proxy or load balancer"))
+NotificationsUpdate = _partial(
+    Notifications, "NotificationsUpdate",
+    sms_enabled=_refused("Troupe sends no SMS"), push_enabled=_refused("Troupe sends no push notifications"),
+    slack_enabled=_refused("Troupe has no Slack integration"),
+    templates=_refused("mail texts are built in; there are no editable notification templates"))
 LimitsUpdate = _partial(Limits, "LimitsUpdate")
 FeaturesUpdate = _partial(Features, "FeaturesUpdate")
 MaintenanceUpdate = _partial(Maintenance, "MaintenanceUpdate")
@@ -112,14 +147,20 @@ class SettingsUpdate(RoundTripInput):
     """Sections left out keep their values; the whole GET answer may be sent back
     (``updatedAt`` is ignored)."""
 
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})  # "No settings to update" otherwise
+
     read_models = ("SystemSettings",)
-    general: GeneralUpdate | None = None  # type: ignore[valid-type]
-    security: SecurityUpdate | None = None  # type: ignore[valid-type]
-    notifications: NotificationsUpdate | None = None  # type: ignore[valid-type]
-    limits: LimitsUpdate | None = None  # type: ignore[valid-type]
-    features: FeaturesUpdate | None = None  # type: ignore[valid-type]
-    maintenance: MaintenanceUpdate | None = None  # type: ignore[valid-type]
-    rate_limits: RateLimitsUpdate | None = None  # type: ignore[valid-type]
+
+    general: GeneralUpdate = omittable()  # type: ignore[valid-type]
+    security: SecurityUpdate = omittable()  # type: ignore[valid-type]
+    notifications: NotificationsUpdate = omittable()  # type: ignore[valid-type]
+    limits: LimitsUpdate = omittable()  # type: ignore[valid-type]
+    features: FeaturesUpdate = omittable()  # type: ignore[valid-type]
+    maintenance: MaintenanceUpdate = omittable()  # type: ignore[valid-type]
+    rate_limits: RateLimitsUpdate = omittable()  # type: ignore[valid-type]
+    integrations: _refused(  # type: ignore[valid-type]
+        "model providers take their keys from the environment or the agent's own apiKey; Troupe has no "
+        "AWS or Stripe integration")[0] = Field(None, exclude=True)
 
 
 class BackupCreate(StrictInput):

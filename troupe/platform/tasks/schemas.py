@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput, UtcDateTime, omittable
 
@@ -13,7 +13,33 @@ Priority = Literal["low", "medium", "high", "urgent"]
 TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled", "paused"]
 
 
+_UUID = {"type": "string", "format": "uuid"}
+_WORKFLOW = {"required": ["workflowId"], "properties": {"workflowId": _UUID}}
+_AGENT = {"required": ["agentId"], "properties": {"agentId": _UUID}}
+
+
+def _when(task_type: str, then: dict[str, Any]) -> dict[str, Any]:
+    return {"if": {"properties": {"type": {"const": task_type}}, "required": ["type"]}, "then": then}
+
+
+# What tasks.service.check_refs_loaded requires per type, declared so the OpenAPI says it:
+# a workflow task names its workflow, a single_agent task its agent, a batch or scheduled
+# task one of them, and a scheduled task its time.
+TYPE_REQUIREMENTS: dict[str, Any] = {"allOf": [
+    _when("workflow", _WORKFLOW),
+    _when("single_agent", _AGENT),
+    _when("batch", {"anyOf": [_WORKFLOW, _AGENT]}),
+    _when("scheduled", {"anyOf": [_WORKFLOW, _AGENT], "required": ["scheduledAt"],
+                        "properties": {"scheduledAt": {"type": "string", "format": "date-time"}}}),
+]}
+
+
 class TaskCreate(StrictInput):
+    """``workflowId``, ``agentId`` and ``scheduledAt`` are required by ``type`` (see the
+    schema's ``allOf``); a missing one is VAL_002 naming it."""
+
+    model_config = ConfigDict(json_schema_extra=TYPE_REQUIREMENTS)
+
     name: str = Field(min_length=1, max_length=255)
     description: str | None = Field(None, max_length=10_000)
     type: TaskType
@@ -56,7 +82,9 @@ class TaskRetry(StrictInput):
     reset_progress: bool = False
 
 
-class BatchItem(StrictInput):
+class TaskBatchItem(StrictInput):
+    model_config = ConfigDict(json_schema_extra=TYPE_REQUIREMENTS)
+
     name: str = Field(min_length=1, max_length=255)
     type: TaskType
     company_id: uuid.UUID
@@ -68,7 +96,7 @@ class BatchItem(StrictInput):
 
 
 class TaskBatch(StrictInput):
-    tasks: list[BatchItem] = Field(min_length=1, max_length=1000)
+    tasks: list[TaskBatchItem] = Field(min_length=1, max_length=1000)
     # Also start every task, in the same all-or-nothing request (as /execute does for one).
     execute: bool = False
     variables: dict[str, Any] | None = Field(None, description="Run variables of every task (with execute)")

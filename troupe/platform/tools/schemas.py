@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from troupe.engine.validate import is_valid_url
-from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput
+from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput, omittable
 
 ToolType = Literal["api", "database", "file", "code", "webhook", "scraper", "calculator", "translator", "custom"]
 ToolCategory = Literal["productivity", "data", "communication", "analysis", "automation", "integration", "utility"]
@@ -285,17 +285,17 @@ class ToolUpdate(RoundTripInput):
 
     read_models = ("ToolOut",)
 
-    name: Name | None = None
-    description: Annotated[str, Field(min_length=1, max_length=5000)] | None = None
-    type: ToolType | None = None
-    category: ToolCategory | None = None
-    status: ToolStatus | None = None
+    name: Name = omittable()
+    description: Annotated[str, Field(min_length=1, max_length=5000)] = omittable()
+    type: ToolType = omittable()
+    category: ToolCategory = omittable()
+    status: ToolStatus = omittable()
     configuration: ToolConfiguration | None = None
     schema_: ToolSchema | None = Field(None, alias="schema")
     documentation: ToolDocumentation | None = None
     pricing: ToolPricing | None = None
-    tags: Tags | None = None
-    is_public: bool | None = None
+    tags: Tags = omittable()
+    is_public: bool = omittable()
 
 
 class ToolTrends(CamelModel):

@@ -11,11 +11,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from troupe.engine.contract import ErrorHandling, Strategy
 from troupe.engine.graph_models import Edges, Ident, Nodes, WorkflowEdge, WorkflowNode
-from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput
+from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput, omittable
 
 WorkflowStatus = Literal["draft", "active", "paused", "error", "archived"]
 TriggerType = Literal["manual", "schedule", "webhook", "event", "file"]
@@ -104,6 +104,11 @@ Triggers = Annotated[list[WorkflowTrigger], Field(max_length=50)]
 
 
 class WorkflowCreate(StrictInput):
+    # The service's rule, declared: a name, or a template whose name is copied.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["name"], "properties": {"name": {"type": "string"}}},
+        {"required": ["templateId"], "properties": {"templateId": {"type": "string", "format": "uuid"}}}]})
+
     name: Name | None = Field(None, description="required unless templateId is given")
     description: Description | None = None
     company_id: uuid.UUID
@@ -125,16 +130,16 @@ class WorkflowUpdate(RoundTripInput):
 
     read_models = ("WorkflowOut",)
 
-    name: Name | None = None
+    name: Name = omittable()
     description: Description | None = None
-    nodes: Nodes | None = None
-    edges: Edges | None = None
-    configuration: WorkflowConfiguration | None = None
-    status: WorkflowStatus | None = None
-    triggers: Triggers | None = None
+    nodes: Nodes = omittable()
+    edges: Edges = omittable()
+    configuration: WorkflowConfiguration = omittable()
+    status: WorkflowStatus = omittable()
+    triggers: Triggers = omittable()
     schedule: ScheduleInput | None = None
     tags: Tags | None = None
-    is_template: bool | None = None
+    is_template: bool = omittable()
     template_category: Category | None = None
 
 
