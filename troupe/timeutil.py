@@ -3,6 +3,8 @@ session's time zone, ``troupe.db.base.UtcTimestamp``), RFC 3339 with ``Z`` on th
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime
 
 
@@ -26,3 +28,18 @@ def iso(value: datetime | None, *, timespec: str = "milliseconds") -> str | None
     if value is None:
         return None
     return as_utc(value).replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
+
+
+class UtcLogFormatter(logging.Formatter):
+    """Log lines stamped in RFC 3339 UTC (``2026-01-01T12:00:00.123Z``)."""
+
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+def log_handler() -> logging.Handler:
+    handler = logging.StreamHandler()
+    handler.setFormatter(UtcLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler

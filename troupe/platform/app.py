@@ -7,16 +7,18 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from troupe import __version__
 from troupe.config import get_settings
 from troupe.infra.metrics import HttpMetricsMiddleware
 from troupe.platform import handlers, openapi
+from troupe.platform.deps import single_valued_query
 from troupe.platform.maintenance import MaintenanceMiddleware
 from troupe.platform.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from troupe.platform.ratelimit import ApiRateLimitMiddleware
+from troupe.timeutil import log_handler
 
 log = logging.getLogger("troupe")
 
@@ -39,13 +41,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(*, behind_serve: bool = False) -> FastAPI:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    # Our own handler when nothing configured logging yet (under Serve, Ray's handlers stay).
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[log_handler()])
     app = FastAPI(
         title="Troupe API",
         version=__version__,
         description="Run companies of AI agents. Every response uses the envelope "
                     "`{success, data, error, pagination, meta}`.",
         lifespan=lifespan,
+        dependencies=[Depends(single_valued_query)],
     )
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
