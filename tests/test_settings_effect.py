@@ -147,3 +147,62 @@ async def test_general_settings_brand_mail(client, user_factory, super_admin):
     assert message["from"].startswith("Acme Agents <")
     assert "Support: help@acme.example" in message["body"]
     assert re.search(r"https://agents\.acme\.example/reset-password\?token=\S+", message["body"])
+
+
+async def test_general_time_zone_language_and_admin_email(client, super_admin):
+    """The spec's general.timezone/language start every new account's profile; general.adminEmail is
+    mailed when health finds a service down."""
+    import asyncio
+    import os
+
+    from tests.auth_helpers import register
+    from troupe.infra.redis import get_redis, rkey
+    from troupe.infra.storage import get_storage
+
+    admin_email = f"ops-{uuid.uuid4().hex[:8]}@example.com"
+    general = {"timezone": "Europe/Paris", "language": "fr", "adminEmail": admin_email}
+    async with settings(client, super_admin, general=general):
+        shown = assert_ok(await client.get("/api/settings", headers=super_admin.headers))["general"]
+        assert {k: shown[k] for k in general} == general
+        _, data = await register(client)
+        assert data["user"]["profile"]["timezone"] == "Europe/Paris" and data["user"]["profile"]["language"] == "fr"
+
+        # Storage down (a file where its directory should be): degraded, and the administrator is told.
+        await get_redis().delete(rkey("alerts", "once", "down:storage"))
+        root = get_storage().root
+        os.makedirs(root, exist_ok=True)
+        os.rename(root, f"{root}.aside")
+        os.close(os.open(root, os.O_CREAT | os.O_WRONLY))
+        try:
+            assert assert_ok(await client.get("/api/settings/health"))["status"] == "degraded"
+            for _ in range(50):  # the alert and its mail go out in the background
+                mails = [m for m in read_outbox(admin_email) if m["subject"] == "storage is down"]
+                if mails:
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            os.remove(root)
+            os.rename(f"{root}.aside", root)
+        assert mails and "health check of storage failed" in mails[0]["body"]
+    _, later = await register(client)
+    assert later["user"]["profile"]["timezone"] == "UTC"  # the setting was put back
+
+
+async def test_spec_settings_nothing_honours_are_refused_by_name(client, super_admin):
+    """Stored, they would do nothing: each is refused naming the field and why, and nothing is written."""
+    before = assert_ok(await client.get("/api/settings", headers=super_admin.headers))
+    for body, field in (({"integrations": {"openai": {"enabled": True, "apiKey": "sk-x", "settings": {}}}},
+                         "integrations"),
+                        ({"security": {"mfaRequired": False}}, "security.mfaRequired"),
+                        ({"security": {"ipWhitelist": []}}, "security.ipWhitelist"),
+                        ({"security": {"passwordPolicy": {"maxAge": 90}}}, "security.passwordPolicy.maxAge"),
+                        ({"notifications": {"smsEnabled": False}}, "notifications.smsEnabled"),
+                        ({"notifications": {"pushEnabled": True}}, "notifications.pushEnabled"),
+                        ({"notifications": {"slackEnabled": True}}, "notifications.slackEnabled"),
+                        ({"notifications": {"templates": []}}, "notifications.templates"),
+                        ({"general": {"siteName": "Changed", "timezone": "Mars/Olympus"}}, "general.timezone")):
+        error = assert_error(await client.put("/api/settings", headers=super_admin.headers, json=body),
+                             422, "VAL_001", field=field)
+        if field != "general.timezone":
+            assert "not supported" in error["message"], error
+    assert assert_ok(await client.get("/api/settings", headers=super_admin.headers)) == before

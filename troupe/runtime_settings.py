@@ -41,7 +41,8 @@ def env_defaults() -> dict[str, dict[str, Any]]:
     """What each section means when nothing was stored: the environment's values."""
     env = get_settings()
     return {
-        "general": {"site_url": env.frontend_url} if env.frontend_url else {},
+        "general": {key: value for key, value in (("site_url", env.frontend_url), ("admin_email", env.admin_email))
+                    if value},
         "security": {
             "session_timeout": math.ceil(env.jwt_expires_in.total_seconds() / 60),
             "max_login_attempts": env.login_max_attempts,

@@ -140,7 +140,7 @@ async def register(*, session: AsyncSession, data: RegisterRequest) -> AuthResul
     now = utcnow()
     user = models.User(email=email, username=data.username, password_hash=await hash_password(data.password),
                        first_name=data.first_name, last_name=data.last_name, role="user", status="active",
-                       profile={}, preferences={}, email_verified=False,
+                       profile=await users_service.new_account_profile(), preferences={}, email_verified=False,
                        email_verification_token=token_hash(verify_token), last_login_at=now,
                        password_changed_at=now)
     session.add(user)

@@ -23,9 +23,11 @@ from datetime import datetime
 
 from sqlalchemy import text
 
+from troupe import runtime_settings
 from troupe.config import get_settings
 from troupe.db.session import sessionmaker
 from troupe.events.alerts import raise_alert
+from troupe.infra.mail import send_mail
 from troupe.infra.redis import get_redis
 from troupe.infra.storage import get_storage
 from troupe.platform.health.schemas import HealthCheck, HealthServices, ServiceName, ServiceStatus
@@ -214,8 +216,17 @@ def services(probes: list[Probe], *, full: bool) -> HealthServices:
 
 async def _alert_down(name: ServiceName, error: str | None) -> None:
     # Once per dependency per 5 minutes, however often health is polled.
-    await raise_alert(severity="critical" if name in CRITICAL else "high", title=f"{name} is down",
-                      description=f"The health check of {name} failed ({error}).",
-                      source="health", affected=[name],
-                      actions=[f"Check the {name} server and the network to it"],
-                      once_per=(f"down:{name}", 300))
+    description = f"The health check of {name} failed ({error})."
+    event = await raise_alert(severity="critical" if name in CRITICAL else "high", title=f"{name} is down",
+                              description=description, source="health", affected=[name],
+                              actions=[f"Check the {name} server and the network to it"],
+                              once_per=(f"down:{name}", 300))
+    if event is None:  # told already within 5 minutes, or Redis (which keeps that guard) is down
+        return
+    # The settings' adminEmail hears of it too, when mail is on (and the mail server is what still works).
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(10):
+            settings = await runtime_settings.current()
+            if settings.general.admin_email and settings.notifications.email_enabled:
+                await send_mail(to=str(settings.general.admin_email), subject=f"{name} is down",
+                                body=f"{description}\n\nCheck the {name} server and the network to it.")

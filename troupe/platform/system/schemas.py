@@ -13,12 +13,27 @@ from __future__ import annotations
 import copy
 import zoneinfo
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, EmailStr, Field, HttpUrl, create_model, field_validator
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field, HttpUrl, create_model
 from pydantic.json_schema import SkipJsonSchema
 
 from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput, omittable
+
+
+@lru_cache(maxsize=1)
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) | {"UTC"}
+
+
+def _known_timezone(value: str) -> str:
+    if value not in _timezones():
+        raise ValueError("unknown IANA time zone")
+    return value
+
+
+IanaTimezone = Annotated[str, AfterValidator(_known_timezone)]
 
 
 class General(CamelModel):
@@ -30,16 +45,10 @@ class General(CamelModel):
     admin_email: EmailStr | None = Field(None, description="Mailed when health finds a service down; "
                                                            "default TROUPE_ADMIN_EMAIL")
     support_email: EmailStr | None = None
-    timezone: str = Field("UTC", max_length=64, description="IANA time zone a new account's profile starts with")
+    timezone: IanaTimezone = Field("UTC", max_length=64,
+                                   description="IANA time zone a new account's profile starts with")
     language: str = Field("en", min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
                           description="Language a new account's profile starts with")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        if value != "UTC" and value not in zoneinfo.available_timezones():
-            raise ValueError("unknown IANA time zone")
-        return value
 
 
 class PasswordPolicy(CamelModel):
@@ -143,6 +152,10 @@ MaintenanceUpdate = _partial(Maintenance, "MaintenanceUpdate")
 RateLimitsUpdate = _partial(RateLimits, "RateLimitsUpdate")
 
 
+_NoIntegrations, _ = _refused("model providers take their keys from the environment or the agent's own apiKey; "
+                              "Troupe has no AWS or Stripe integration")
+
+
 class SettingsUpdate(RoundTripInput):
     """Sections left out keep their values; the whole GET answer may be sent back
     (``updatedAt`` is ignored)."""
@@ -158,9 +171,7 @@ class SettingsUpdate(RoundTripInput):
     features: FeaturesUpdate = omittable()  # type: ignore[valid-type]
     maintenance: MaintenanceUpdate = omittable()  # type: ignore[valid-type]
     rate_limits: RateLimitsUpdate = omittable()  # type: ignore[valid-type]
-    integrations: _refused(  # type: ignore[valid-type]
-        "model providers take their keys from the environment or the agent's own apiKey; Troupe has no "
-        "AWS or Stripe integration")[0] = Field(None, exclude=True)
+    integrations: _NoIntegrations = Field(None, exclude=True)  # type: ignore[valid-type]
 
 
 class BackupCreate(StrictInput):

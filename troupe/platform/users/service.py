@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from troupe import rbac
+from troupe import rbac, runtime_settings
 from troupe.config import get_settings
 from troupe.db import models
 from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
@@ -56,6 +56,12 @@ def _companies_column() -> Any:
            .correlate(models.User)
            .scalar_subquery())
     return agg.label("company_ids")
+
+
+async def new_account_profile() -> dict[str, Any]:
+    """A new account's profile starts with the system settings' time zone and language."""
+    general = (await runtime_settings.current()).general
+    return {"timezone": general.timezone, "language": general.language}
 
 
 def permissions_of(role: str) -> list[Permission]:
@@ -355,7 +361,8 @@ async def ensure_admin(*, email: str, password: str) -> str:
             user = models.User(email=email, username=await _free_username(session, email),
                                password_hash=await hash_password(password), first_name="Admin",
                                last_name="User", role=rbac.Role.SUPER_ADMIN.value, status="active",
-                               email_verified=True, profile={}, preferences={}, password_changed_at=utcnow())
+                               email_verified=True, profile=await new_account_profile(), preferences={},
+                               password_changed_at=utcnow())
             session.add(user)
             await session.flush()
             outcome = "created"
