@@ -27,7 +27,7 @@ async def make_company(owner_id: str, *, name: str | None = None, tasks: tuple[s
     """A company with tasks in the given statuses (completed ones took 1 s, 3 s, ...)."""
     now = utcnow()
     async with session_scope() as session:
-        company = models.Company(name=name or f"co-{uuid.uuid4().hex[:6]}", type="startup",
+        company = models.Company(name=name or f"co-{uuid.uuid4().hex[:6]}", type="software",
                                  owner_id=uuid.UUID(owner_id), status="active")
         session.add(company)
         await session.flush()
@@ -62,6 +62,19 @@ async def test_dashboard_stats_are_scoped_to_own_companies(client, user, other_u
 
     one = assert_ok(await client.get("/api/dashboard/stats", headers=user.headers, params={"companyId": mine}))
     assert one["overview"]["totalTasks"] == 3
+
+
+async def test_rates_of_nothing_are_zero_not_null(client, user_factory):
+    """The spec's numbers: a rate over no finished task is 0; a mean over no sample stays null."""
+    newcomer = await user_factory("user")
+    await make_company(newcomer.id, tasks=("pending",))
+    stats = assert_ok(await client.get("/api/dashboard/stats", headers=newcomer.headers))
+    assert stats["overview"]["successRate"] == 0 and stats["overview"]["totalTasks"] == 1
+    assert stats["topPerformers"]["companies"][0]["successRate"] == 0
+    assert stats["topPerformers"]["companies"][0]["averageTime"] is None  # no task has run: nothing to average
+    perf = assert_ok(await client.get("/api/dashboard/performance", headers=newcomer.headers))
+    assert perf["application"]["errorRate"] == 0 and perf["business"]["taskCompletionRate"] == 0
+    assert perf["application"]["responseTime"] is None
 
 
 async def test_dashboard_stats_refuses_bad_input_and_foreign_company(client, user, other_user):

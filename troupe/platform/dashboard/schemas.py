@@ -23,7 +23,7 @@ class Overview(CamelModel):
     total_tasks: int
     completed_tasks: int
     failed_tasks: int
-    success_rate: float | None = Field(description="% of finished tasks that completed")
+    success_rate: float = Field(description="% of finished tasks that completed (0 when none finished)")
 
 
 class TrendData(CamelModel):
@@ -42,7 +42,7 @@ class Trends(CamelModel):
 class CompanyPerformance(CamelModel):
     id: str
     name: str
-    success_rate: float | None
+    success_rate: float = Field(description="% of finished tasks that completed (0 when none finished)")
     total_tasks: int
     average_time: float | None
 
@@ -50,7 +50,7 @@ class CompanyPerformance(CamelModel):
 class AgentPerformance(CamelModel):
     id: str
     name: str
-    success_rate: float | None
+    success_rate: float = Field(description="% of finished executions that completed (0 when none finished)")
     total_executions: int
     average_time: float | None
 
@@ -58,7 +58,7 @@ class AgentPerformance(CamelModel):
 class ToolPerformance(CamelModel):
     id: str
     name: str
-    success_rate: float | None
+    success_rate: float = Field(description="% of calls that succeeded")
     total_calls: int
     average_time: float | None
 
@@ -102,12 +102,12 @@ class SystemLoad(CamelModel):
 class ApplicationPerf(CamelModel):
     response_time: float | None = Field(description="Mean node execution time (ms) in the period")
     throughput: float = Field(description="Tasks finished per hour in the period")
-    error_rate: float | None = Field(description="% of finished tasks that failed")
+    error_rate: float = Field(description="% of finished tasks that failed (0 when none finished)")
     uptime: float = Field(description="Seconds since this API replica started")
 
 
 class BusinessPerf(CamelModel):
-    task_completion_rate: float | None
+    task_completion_rate: float = Field(description="% of finished tasks that completed (0 when none finished)")
     average_execution_time: float | None
     cost_per_task: float | None = Field(description="Mean engine-recorded cost (USD) of tasks created")
     user_satisfaction: float | None = Field(description="Mean agent review rating (1-5)")

@@ -43,8 +43,9 @@ async def _company_ids(session: AsyncSession, user: Principal, company_id: uuid.
     return select(Co.id).where(scope).scalar_subquery()
 
 
-def _rate(part, whole) -> float | None:
-    return round(part / whole * 100, 2) if whole else None
+def _rate(part, whole) -> float:
+    """A percentage; 0 when there is nothing to count (no finished task has succeeded or failed)."""
+    return round(part / whole * 100, 2) if whole else 0.0
 
 
 def _num(value, digits: int = 3) -> float | None:

@@ -147,7 +147,7 @@ class Usage(CamelModel):
 
 
 class BusinessPerformance(CamelModel):
-    success_rate: float | None
+    success_rate: float = Field(description="% of finished tasks that completed (0 when none finished)")
     average_response_time: float | None = Field(description="Mean task execution time (ms)")
     customer_satisfaction: float | None = Field(description="Mean agent review rating (1-5)")
     churn_rate: float | None = Field(None, description="Not measured")
