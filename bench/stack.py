@@ -109,7 +109,7 @@ async def seed_company(owner: uuid.UUID, label: str, max_concurrency: int) -> uu
     from troupe.db.session import session_scope
 
     async with session_scope() as session:
-        company = models.Company(name=f"bench {label} {uuid.uuid4().hex[:6]}", type="startup", owner_id=owner,
+        company = models.Company(name=f"bench {label} {uuid.uuid4().hex[:6]}", type="software", owner_id=owner,
                                  status="active", team_members=[], member_roles={}, metrics={},
                                  settings={"maxConcurrency": max_concurrency})
         session.add(company)

@@ -127,8 +127,10 @@ async def test_update_bumps_version_only_on_behaviour_change(client, user, other
     assert data["version"] == "1.0.2"
     assert_error(await client.put(f"/api/agents/{aid}", json={"configuration": {"maxTokens": 99999}}, headers=h),
                  422, "VAL_001", field="configuration.maxTokens")
-    assert_error(await client.put(f"/api/agents/{aid}", json={"isPublic": True}, headers=h), 422, "VAL_001")
-    assert_error(await client.put(f"/api/agents/{aid}", json={"rating": 5}, headers=h), 422, "VAL_001")
+    # Server-owned fields (as a GET answers them) are ignored, never applied; unknown ones are refused.
+    kept = assert_ok(await client.put(f"/api/agents/{aid}", json={"isPublic": True, "rating": 5}, headers=h))
+    assert kept["isPublic"] is False and kept["rating"] == 0
+    assert_error(await client.put(f"/api/agents/{aid}", json={"bogus": 5}, headers=h), 422, "VAL_001")
     assert_error(await client.put(f"/api/agents/{aid}", json={"configuration": {"topP": 2}}, headers=h), 422,
                  "VAL_001")
     company = await make_company(client, user)

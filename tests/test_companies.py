@@ -69,7 +69,7 @@ async def test_create_rejects_bad_input(client, user, other_user):
         ({**base, "settings": {"visibility": "everyone"}}, "settings.visibility"),
         ({**base, "settings": {"webhookUrl": "ftp://x"}}, "settings.webhookUrl"),
         ({**base, "settings": {"security": {"ipWhitelist": ["999.1.1.1"]}}}, "settings.security.ipWhitelist.0"),
-        ({**base, "settings": {"billing": {"currentUsage": 5}}}, "settings.billing.currentUsage"),
+        ({**base, "settings": {"billing": {"plan": "platinum"}}}, "settings.billing.plan"),
         ({**base, "workflow": {"nodes": [{"id": "n", "type": "teleport", "position": {"x": 0, "y": 0},
                                           "data": {"label": "x"}}]}}, "workflow.nodes.0.type"),
     ]
@@ -102,6 +102,10 @@ async def test_create_rejects_bad_input(client, user, other_user):
                  404, "RES_001")
     before = await count("Company", owner_id=uuid.UUID(user.id))
     assert before == 0  # nothing half-written by any failure above
+    # billing.currentUsage is server-owned: sent back as a GET answers it, it is ignored.
+    created = assert_ok(await client.post("/api/companies", json={**base, "settings": {"billing": {
+        "currentUsage": 5}}}, headers=h), 201)
+    assert created["settings"]["billing"]["currentUsage"] == 0
 
 
 async def test_list_filters_search_sort_and_pagination(client, user):
@@ -161,8 +165,11 @@ async def test_update_partial_settings_and_members(client, user, user_factory):
                  422, "VAL_001", field="teamMembers")
     assert_error(await client.put(f"/api/companies/{cid}", headers=h,
                                   json={"teamMembers": [{"userId": member.id, "role": "god"}]}), 422, "VAL_001")
-    assert_error(await client.put(f"/api/companies/{cid}", headers=h, json={"ownerId": member.id}), 422, "VAL_001")
-    assert_error(await client.put(f"/api/companies/{cid}", headers=h, json={"status": "active"}), 422, "VAL_001")
+    # Server-owned fields are ignored (a GET answer may be sent back); unknown ones are refused.
+    kept = assert_ok(await client.put(f"/api/companies/{cid}", headers=h, json={"ownerId": member.id,
+                                                                               "status": "active"}))
+    assert kept["ownerId"] == user.id and kept["status"] == "idle"
+    assert_error(await client.put(f"/api/companies/{cid}", headers=h, json={"bogus": 1}), 422, "VAL_001")
     assert_error(await client.put(f"/api/companies/{cid}", headers=h, json={"settings": {"maxConcurrency": -1}}),
                  422, "VAL_001")
     await make_agent(client, user, companyId=cid)

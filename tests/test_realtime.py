@@ -137,7 +137,7 @@ async def make_tenant(owner_id: str, *, members: dict[str, str] | None = None) -
                                  settings={}, metrics={})
         session.add(company)
         await session.flush()
-        agent = models.Agent(name="Writer", type="writer", model="sim-1", provider="simulated",
+        agent = models.Agent(name="Writer", type="creative", model="sim-1", provider="simulated",
                              company_id=company.id, created_by=uuid.UUID(owner_id), configuration={})
         task = models.Task(name="Write", type="single_agent", company_id=company.id, created_by=uuid.UUID(owner_id),
                            run_state={})

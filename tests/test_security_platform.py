@@ -29,7 +29,7 @@ async def tenant(owner_id: str, members: dict[str, str] | None = None) -> str:
 
     members = members or {}
     async with session_scope() as session:
-        company = models.Company(name=f"co-{uuid.uuid4().hex[:6]}", type="startup", owner_id=uuid.UUID(owner_id),
+        company = models.Company(name=f"co-{uuid.uuid4().hex[:6]}", type="software", owner_id=uuid.UUID(owner_id),
                                  status="active", team_members=[uuid.UUID(m) for m in members],
                                  member_roles=members, settings={"maxConcurrency": 5}, metrics={})
         session.add(company)
@@ -42,7 +42,7 @@ async def agent_in(company_id: str, owner_id: str, *, public: bool = False, **co
     from troupe.db.session import session_scope
 
     async with session_scope() as session:
-        agent = models.Agent(name=f"ag-{uuid.uuid4().hex[:6]}", type="assistant", model="sim-1", provider="simulated",
+        agent = models.Agent(name=f"ag-{uuid.uuid4().hex[:6]}", type="custom", model="sim-1", provider="simulated",
                              configuration=config, company_id=uuid.UUID(company_id), created_by=uuid.UUID(owner_id),
                              performance={}, is_public=public)
         session.add(agent)

@@ -257,7 +257,7 @@ async def test_usage_from_tool_calls(client, user, other_user):
     agent_a, agent_b = uuid.uuid4(), uuid.uuid4()
     async with session_scope() as session:
         for agent_id in (agent_a, agent_b):
-            session.add(models.Agent(id=agent_id, name="a", type="assistant", model="m", provider="simulated",
+            session.add(models.Agent(id=agent_id, name="a", type="custom", model="m", provider="simulated",
                                      created_by=uuid.UUID(user.id)))
         await session.flush()
         now = utcnow()

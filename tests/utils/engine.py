@@ -16,7 +16,7 @@ async def make_company(owner_id: str, **settings: Any) -> str:
     from troupe.db.session import session_scope
 
     async with session_scope() as session:
-        company = models.Company(name=f"co-{uuid.uuid4().hex[:6]}", type="startup", owner_id=uuid.UUID(owner_id),
+        company = models.Company(name=f"co-{uuid.uuid4().hex[:6]}", type="software", owner_id=uuid.UUID(owner_id),
                                  status="active", settings={"maxConcurrency": 5, **settings}, member_roles={})
         session.add(company)
         await session.flush()
@@ -28,7 +28,7 @@ async def make_agent(company_id: str, owner_id: str, **config: Any) -> str:
     from troupe.db.session import session_scope
 
     async with session_scope() as session:
-        agent = models.Agent(name=f"ag-{uuid.uuid4().hex[:6]}", type="assistant", model="sim-1", provider="simulated",
+        agent = models.Agent(name=f"ag-{uuid.uuid4().hex[:6]}", type="custom", model="sim-1", provider="simulated",
                              configuration=config, company_id=uuid.UUID(company_id), created_by=uuid.UUID(owner_id),
                              performance={})
         session.add(agent)

@@ -28,7 +28,7 @@ async def make_agent(owner_id: str, company_id: str | None = None, *, public: bo
     from troupe.db.session import session_scope
 
     async with session_scope() as session:
-        agent = models.Agent(name="Helper", type="assistant", model="simulated-1", provider="simulated",
+        agent = models.Agent(name="Helper", type="custom", model="simulated-1", provider="simulated",
                              company_id=uuid.UUID(company_id) if company_id else None,
                              created_by=uuid.UUID(owner_id), is_public=public, configuration={})
         session.add(agent)

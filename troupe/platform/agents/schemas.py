@@ -139,7 +139,7 @@ class ReviewCreate(StrictInput):
 
 class Marketplace(CamelModel):
     category: str
-    pricing: dict[str, Any] | None = None
+    pricing: ToolPricing | None = None
     documentation: str
     published_at: str | None = None
     published_by: str | None = None
@@ -231,10 +231,10 @@ class AgentRead(CamelModel):
     id: uuid.UUID
     name: str
     description: str | None
-    type: str
+    type: AgentType
     model: str
-    provider: str
-    status: str | None
+    provider: ProviderName
+    status: AgentStatus | None
     capabilities: list[str]
     configuration: AgentConfigurationRead
     performance: AgentPerformance

@@ -442,9 +442,9 @@ class CompanyRead(CamelModel):
     id: uuid.UUID
     name: str
     description: str | None
-    type: str
-    industry: str | None
-    status: str | None
+    type: CompanyType
+    industry: Industry | None
+    status: CompanyStatus | None
     owner_id: uuid.UUID | None
     team_members: list[uuid.UUID]
     agents: list[AgentRead]
