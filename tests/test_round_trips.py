@@ -149,11 +149,16 @@ async def test_user_round_trip_self_and_admin(client, user, admin):
 
     def own_change(data):
         data["firstName"] = "Ada"
-        data["role"] = "admin"  # has its own route: ignored here
+        data["lastLoginAt"] = "2001-01-01T00:00:00Z"  # server-owned: ignored
 
     before, after = await _put_back(client, user, path, own_change)
-    assert after["firstName"] == "Ada" and after["role"] == before["role"]
+    assert after["firstName"] == "Ada" and after["lastLoginAt"] == before["lastLoginAt"]
     assert _without(after, VOLATILE | {"firstName"}) == _without(before, VOLATILE | {"firstName"})
+    # role, status, email and username have their own routes: sent back changed, they are refused by name.
+    for name, value in (("role", "admin"), ("status", "suspended"), ("email", "new@example.com")):
+        assert_error(await client.put(path, json={**after, name: value}, headers=user.headers), 422, "VAL_001",
+                     field=name)
+    assert assert_ok(await client.get(path, headers=user.headers))["role"] == before["role"]
 
     def admin_change(data):
         data["profile"]["bio"] = "Set by an admin"

@@ -10,10 +10,20 @@ from __future__ import annotations
 import sys
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
+
+from troupe.errors import invalid
 
 
 class CamelModel(BaseModel):
@@ -21,6 +31,11 @@ class CamelModel(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True,
                               serialize_by_alias=True)
+
+
+# What pydantic's whitespace stripping removes (Unicode White_Space, as Rust's str::trim),
+# spelled out: JSON Schema's \s (ECMAScript) and Python's differ from it and from each other.
+_NOT_WHITESPACE = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 
 def _visible_text(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -31,7 +46,7 @@ def _visible_text(schema: dict[str, Any], model: type[BaseModel]) -> None:
     for prop in schema.get("properties", {}).values():
         for option in (prop, *prop.get("anyOf", ())):
             if option.get("type") == "string" and option.get("minLength", 0) >= 1 and "pattern" not in option:
-                option["pattern"] = r"\S"
+                option["pattern"] = _NOT_WHITESPACE
 
 
 class StrictInput(CamelModel):
@@ -65,11 +80,16 @@ class RoundTripInput(StrictInput):
 
     Ignored rather than compared with the stored value: counters, usage, metrics,
     ``updatedAt`` and runtime statuses change between a client's GET and its PUT,
-    so refusing a "changed" read-only value would refuse honest round trips. State
-    that has its own route (publish, role, status) is changed there.
+    so refusing a "changed" read-only value would refuse honest round trips. The few
+    names in ``compared`` are the exception: stable values a client may well mean to
+    change (a user's role, status, email), which only their own routes change. The
+    service calls ``refuse_changed`` with the stored answer, so a different value is
+    VAL_001 naming the field instead of a silent no-op.
     """
 
     read_models: ClassVar[tuple[str | type[BaseModel], ...]] = ()
+    compared: ClassVar[frozenset[str]] = frozenset()
+    _echoed: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def read_only_names(cls) -> frozenset[str]:
@@ -89,13 +109,25 @@ class RoundTripInput(StrictInput):
         cls._read_only_cache = result  # type: ignore[attr-defined]
         return result
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _ignore_read_only(cls, data: Any) -> Any:
-        if isinstance(data, dict) and cls.read_models:
-            read_only = cls.read_only_names()
-            return {key: value for key, value in data.items() if key not in read_only}
-        return data
+    def _ignore_read_only(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        if not (isinstance(data, dict) and cls.read_models):
+            return handler(data)
+        read_only = cls.read_only_names()
+        model = handler({key: value for key, value in data.items() if key not in read_only})
+        model._echoed = {key: data[key] for key in cls.compared & read_only if key in data}
+        return model
+
+    def refuse_changed(self, stored: BaseModel) -> None:
+        """VAL_001 naming the first ``compared`` field sent with another value than ``stored``'s."""
+        if not self._echoed:
+            return
+        current = stored.model_dump(mode="json", by_alias=True)
+        for name, sent in sorted(self._echoed.items()):
+            if sent != current.get(name):
+                raise invalid(f"{name} cannot be changed here (it has its own route); send it unchanged or "
+                              "leave it out", field=name)
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:

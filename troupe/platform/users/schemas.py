@@ -192,6 +192,7 @@ class UserUpdate(RoundTripInput):
     The whole GET answer may be sent back: its other fields are ignored."""
 
     read_models = ("UserOut",)
+    compared = frozenset({"role", "status", "email", "username"})  # sent changed: VAL_001, not ignored
 
     first_name: str = omittable(min_length=1, max_length=100)
     last_name: str = omittable(min_length=1, max_length=100)

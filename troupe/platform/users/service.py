@@ -165,6 +165,7 @@ async def update_user(*, session: AsyncSession, caller: Principal, user_id: uuid
     user = await load_user(session, user_id, for_update=True)
     if user.role == rbac.Role.SUPER_ADMIN and caller.id != user.id and caller.role != rbac.Role.SUPER_ADMIN:
         raise forbidden("Only a super admin may change a super admin's account")
+    data.refuse_changed(to_out(user, []))  # role, status, email, username sent back must be unchanged
     changes = data.model_dump(exclude_unset=True, by_alias=False)
     for name in ("first_name", "last_name", "avatar"):
         if name in changes:
