@@ -46,7 +46,8 @@ class General(CamelModel):
                                                            "default TROUPE_ADMIN_EMAIL")
     support_email: EmailStr | None = None
     timezone: IanaTimezone = Field("UTC", max_length=64,
-                                   description="IANA time zone a new account's profile starts with")
+                                   description="IANA time zone a new account's profile starts with",
+                                   json_schema_extra={"enum": sorted(_timezones())})
     language: str = Field("en", min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
                           description="Language a new account's profile starts with")
 
