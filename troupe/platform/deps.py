@@ -9,13 +9,17 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi._compat import field_annotation_is_sequence
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from troupe import rbac
 from troupe.db import models
 from troupe.db.session import sessionmaker
-from troupe.errors import AppError, ErrorCode, forbidden
+from troupe.errors import AppError, ErrorCode, forbidden, invalid
 from troupe.infra.redis import get_redis, rkey
 from troupe.security import decode_access_token
 
@@ -127,3 +131,39 @@ class RequirePermission:
 def Authorized(*permissions: str) -> type[Principal]:  # noqa: N802 - reads as a type in signatures
     """``user: Authorized("tasks:read")`` = the caller, having that permission."""
     return Annotated[Principal, Depends(RequirePermission(*permissions))]  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- query strings
+
+
+def _single_valued_query_names(route: APIRoute) -> frozenset[str]:
+    """The route's query parameters that take one value (not lists), by their names in the URL."""
+    cached = getattr(route, "_single_valued_query", None)
+    if cached is not None:
+        return cached
+    names: set[str] = set()
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        pending.extend(dependant.dependencies)
+        for param in dependant.query_params:
+            annotation = param.field_info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):  # a model of parameters
+                names.update(info.alias or name for name, info in annotation.model_fields.items()
+                             if not field_annotation_is_sequence(info.annotation))
+            elif not field_annotation_is_sequence(annotation):
+                names.add(param.alias)
+    route._single_valued_query = frozenset(names)  # type: ignore[attr-defined]
+    return route._single_valued_query  # type: ignore[attr-defined]
+
+
+async def single_valued_query(connection: HTTPConnection) -> None:
+    """``?search=a&search=b`` for a one-value parameter is refused (VAL_001 naming it)
+    rather than read as its last value: the document says the parameter is one string."""
+    route = connection.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    keys = [key for key, _ in connection.query_params.multi_items()]
+    repeated = {key for key in keys if keys.count(key) > 1}
+    for name in sorted(repeated & _single_valued_query_names(route)):
+        raise invalid(f"{name} takes a single value", field=name)

@@ -43,7 +43,8 @@ def error_response(status: int, code: ErrorCode | str, message: str, *, details:
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
-    return ".".join(parts)
+    # The whole body is wrong (not an object, say): the body is the offending field.
+    return ".".join(parts) or (str(loc[0]) if loc else "")
 
 
 def _validation_code(errors: list[dict[str, Any]]) -> ErrorCode:
@@ -82,7 +83,9 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, ErrorCode.INTERNAL_ERROR)
         message = "Route not found" if exc.status_code == 404 else str(exc.detail)
-        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+        # FastAPI's own 400 is a body it could not parse (malformed JSON): the body is at fault.
+        field = "body" if exc.status_code == 400 else None
+        return error_response(exc.status_code, code, message, field=field, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:

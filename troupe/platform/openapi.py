@@ -11,7 +11,8 @@ the day it is added:
 - 429 unless the rate limiter exempts the path;
 - 401 and 403 when the route depends on the caller (a missing or stale token; a role
   permission, the object's scope or a switched-off feature);
-- 404 when the path names an object;
+- 404 when the path names an object, or the body or query does (``companyId``, an
+  upload or invitation token...);
 - 409 on writes (a conflicting or duplicate value);
 - 400, 413 when a body is accepted (unparsable form, body over the limit);
 - 422 when the route takes any input (the envelope's VAL_* codes);
@@ -63,8 +64,9 @@ EXTRA_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/api/auth/refresh"): (401,),
     ("POST", "/api/auth/register"): (502,),
     ("POST", "/api/auth/forgot-password"): (502,),
-    ("POST", "/api/auth/reset-password"): (410,),
-    ("POST", "/api/auth/verify-email"): (410,),
+    # An unknown or used token is refused as bad credentials (AUTH_002).
+    ("POST", "/api/auth/reset-password"): (401, 410),
+    ("POST", "/api/auth/verify-email"): (401, 410),
     ("POST", "/api/users/invitations/accept"): (410,),
     ("POST", "/api/users/{user_id}/invite"): (502,),
     ("POST", "/api/workflows/{workflow_id}/triggers/{trigger_id}/webhook"): (401,),
@@ -114,14 +116,12 @@ def error_statuses(*, method: str, path: str, dependant: Dependant, has_body: bo
         statuses |= {401, 403}
     has_body = has_body or any(d.body_params for d in deps)
     has_input = has_body or any(d.path_params or d.query_params or d.header_params for d in deps)
-    if any(d.path_params for d in deps):
-        statuses.add(404)
     if method in _WRITES:
         statuses |= {409, 422}
     if has_body:
         statuses |= {400, 413}
     if has_input:
-        statuses.add(422)
+        statuses |= {404, 422}
     statuses.update(EXTRA_STATUSES.get((method, path), ()))
     return statuses
 

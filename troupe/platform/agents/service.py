@@ -134,11 +134,13 @@ def check_configuration(provider: str, model: str, config: dict[str, Any], *, fi
     """Rules that span fields: maxTokens <= contextWindow <= the model's known window;
     which provider takes baseUrl, endpoint and apiKey; responseSchema only for structured."""
     known = context_window(provider, model)
-    window = int(config["contextWindow"])
+    # A stored configuration may predate a key (rows written before it existed): its default applies.
+    defaults = AgentConfiguration.model_fields
+    window = int(config.get("contextWindow") or defaults["context_window"].default)
     if known is not None and window > known:
         raise invalid(f"contextWindow {window} exceeds {model}'s context window of {known} tokens",
                       field=f"{field}.contextWindow")
-    if int(config["maxTokens"]) > window:
+    if int(config.get("maxTokens") or defaults["max_tokens"].default) > window:
         raise invalid(f"maxTokens must not exceed contextWindow ({window})", field=f"{field}.maxTokens")
     if config.get("baseUrl") and provider not in BASE_URL_PROVIDERS:
         raise invalid(f"baseUrl is for providers {', '.join(BASE_URL_PROVIDERS)}; provider 'custom' takes "

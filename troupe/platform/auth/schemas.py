@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from troupe.platform.auth.passwords import EMAIL_SCHEMA
 from troupe.platform.schemas import CamelModel, StrictInput
 from troupe.platform.users.schemas import Membership, UserOut
 
@@ -16,7 +17,7 @@ class _SecretInput(StrictInput):
 
 
 class RegisterRequest(_SecretInput):
-    email: str = Field(max_length=255)
+    email: str = Field(max_length=255, json_schema_extra=EMAIL_SCHEMA)
     username: str = Field(min_length=3, max_length=30, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     password: str = Field(max_length=256)
     first_name: str = Field(min_length=1, max_length=100)
@@ -25,7 +26,7 @@ class RegisterRequest(_SecretInput):
 
 
 class LoginRequest(_SecretInput):
-    email: str = Field(max_length=255)
+    email: str = Field(max_length=255, json_schema_extra=EMAIL_SCHEMA)
     password: str = Field(max_length=256)
     remember_me: bool = False
     device_info: str | None = Field(None, max_length=500)
@@ -41,7 +42,7 @@ class LogoutRequest(StrictInput):
 
 
 class ForgotPasswordRequest(StrictInput):
-    email: str = Field(max_length=255)
+    email: str = Field(max_length=255, json_schema_extra=EMAIL_SCHEMA)
 
 
 class ResetPasswordRequest(_SecretInput):

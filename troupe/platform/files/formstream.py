@@ -138,7 +138,8 @@ async def receive_form(request: Request, *, file_field: str, limit: int, quota_l
             except AppError:
                 raise
             except Exception as exc:  # python-multipart's parse errors
-                raise invalid(f"Malformed multipart body: {exc}", code=ErrorCode.INVALID_FORMAT) from exc
+                raise invalid(f"Malformed multipart body: {exc}", field="body",
+                              code=ErrorCode.INVALID_FORMAT) from exc
             for kind, payload in events:
                 if kind == "file_start":
                     if seen_file:

@@ -30,8 +30,8 @@ async def read_settings(*, session: AsyncSession) -> schemas.SystemSettings:
 async def update_settings(*, session: AsyncSession, user: Principal,
                           body: schemas.SettingsUpdate) -> schemas.SystemSettings:
     patch = body.model_dump(mode="json", exclude_unset=True, by_alias=False)
-    if not patch:
-        raise invalid("No settings to update")
+    if not patch:  # nothing to change (every field is optional): the settings as they are
+        return await runtime_settings.load(session)
     rows = {row.section: row for row in (await session.execute(
         select(models.SystemSetting).where(models.SystemSetting.section.in_(list(patch))).with_for_update()
     )).scalars()}

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from troupe.platform.deps import Authorized, DbSession
-from troupe.platform.schemas import Envelope, Message, PageParams, Pagination, ok
+from troupe.platform.schemas import Envelope, Message, Pagination, ok
 from troupe.platform.system.gates import requires_feature
 from troupe.platform.tools import schemas as s
 from troupe.platform.tools import service
@@ -21,7 +21,7 @@ TagsQuery = Annotated[list[Annotated[str, Query(max_length=200)]] | None, Query(
 
 @router.get("", response_model=Envelope[list[s.ToolOut]])
 async def list_tools(
-    session: DbSession, user: Authorized("tools:read"), page: Annotated[PageParams, Query()],
+    session: DbSession, user: Authorized("tools:read"), page: Annotated[s.ToolPage, Query()],
     type: s.ToolType | None = None, category: s.ToolCategory | None = None, status: s.ToolStatus | None = None,
     tags: TagsQuery = None, is_public: Annotated[bool | None, Query(alias="isPublic")] = None,
     created_by: Annotated[uuid.UUID | None, Query(alias="createdBy")] = None,
@@ -42,7 +42,7 @@ async def create_tool(body: s.ToolCreate, session: DbSession, user: Authorized("
 @router.get("/marketplace", response_model=Envelope[list[s.ToolOut]],
             dependencies=[requires_feature("marketplace_enabled")])
 async def marketplace(
-    session: DbSession, user: Authorized("tools:read"), page: Annotated[PageParams, Query()],
+    session: DbSession, user: Authorized("tools:read"), page: Annotated[s.MarketplacePage, Query()],
     category: s.ToolCategory | None = None, type: s.ToolType | None = None,
     pricing: Literal["free", "paid"] | None = None,
     rating: Annotated[float | None, Query(ge=0, le=5, description="minimum rating")] = None,
