@@ -230,18 +230,18 @@ class AgentRead(CamelModel):
 
     id: uuid.UUID
     name: str
-    description: str | None
+    description: str
     type: AgentType
     model: str
     provider: ProviderName
-    status: AgentStatus | None
+    status: AgentStatus
     capabilities: list[str]
     configuration: AgentConfigurationRead
     performance: AgentPerformance
     company_id: uuid.UUID | None
     created_by: uuid.UUID | None
     tags: list[str]
-    version: str | None
+    version: str
     is_public: bool
     rating: float
     reviews: list[ReviewRead]

@@ -233,11 +233,11 @@ def bump_patch(version: str | None) -> str:
 def to_read(agent: models.Agent, performance: AgentPerformance, reviews: list[ReviewRead],
             review_count: int) -> AgentRead:
     return AgentRead(
-        id=agent.id, name=agent.name, description=agent.description, type=agent.type, model=agent.model,
-        provider=agent.provider, status=agent.status, capabilities=list(agent.capabilities or []),
+        id=agent.id, name=agent.name, description=agent.description or "", type=agent.type, model=agent.model,
+        provider=agent.provider, status=agent.status or "idle", capabilities=list(agent.capabilities or []),
         configuration=masked_configuration(agent.configuration), performance=performance,
         company_id=agent.company_id, created_by=agent.created_by, tags=list(agent.tags or []),
-        version=agent.version, is_public=bool(agent.is_public), rating=float(agent.rating or 0),
+        version=agent.version or "1.0.0", is_public=bool(agent.is_public), rating=float(agent.rating or 0),
         reviews=reviews, review_count=review_count, marketplace=agent.marketplace, created_at=agent.created_at,
         updated_at=agent.updated_at, last_used_at=agent.last_used_at)
 

@@ -443,8 +443,8 @@ class CompanyRead(CamelModel):
     name: str
     description: str | None
     type: CompanyType
-    industry: Industry | None
-    status: CompanyStatus | None
+    industry: Industry
+    status: CompanyStatus
     owner_id: uuid.UUID | None
     team_members: list[uuid.UUID]
     agents: list[AgentRead]

@@ -249,7 +249,7 @@ def _to_read(company: models.Company, user: Principal, embedded: _Embedded, *, a
              metrics: CompanyMetrics) -> CompanyRead:
     return CompanyRead(
         id=company.id, name=company.name, description=company.description, type=company.type,
-        industry=company.industry, status=company.status, owner_id=company.owner_id,
+        industry=company.industry or "other", status=company.status or "idle", owner_id=company.owner_id,
         team_members=list(company.team_members or []), agents=embedded.agents.get(company.id, []),
         tools=embedded.tools.get(company.id, []), workflow=embedded.workflow.get(company.id),
         settings=CompanySettings.model_validate(effective_settings(company.settings)),
