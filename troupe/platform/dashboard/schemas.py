@@ -47,7 +47,9 @@ class CompanyPerformance(CamelModel):
     average_time: float | None
 
 
-class AgentPerformance(CamelModel):
+class TopAgentPerformance(CamelModel):
+    """One of the dashboard's top agents (the agent's own AgentPerformance is in agents.schemas)."""
+
     id: str
     name: str
     success_rate: float = Field(description="% of finished executions that completed (0 when none finished)")
@@ -65,7 +67,7 @@ class ToolPerformance(CamelModel):
 
 class TopPerformers(CamelModel):
     companies: list[CompanyPerformance]
-    agents: list[AgentPerformance]
+    agents: list[TopAgentPerformance]
     tools: list[ToolPerformance]
 
 

@@ -114,7 +114,7 @@ async def _top(session: AsyncSession, ids, since, limit: int = 5) -> schemas.Top
     return schemas.TopPerformers(
         companies=[schemas.CompanyPerformance(id=str(r[0]), name=r[1], total_tasks=r[2], success_rate=_rate(r[3], r[4]),
                                               average_time=_num(r[5])) for r in companies],
-        agents=[schemas.AgentPerformance(id=str(r[0]), name=r[1], total_executions=r[2],
+        agents=[schemas.TopAgentPerformance(id=str(r[0]), name=r[1], total_executions=r[2],
                                          success_rate=_rate(r[3], r[4]), average_time=_num(r[5])) for r in agents],
         tools=[schemas.ToolPerformance(id=str(r[0]), name=r[1], total_calls=r[2], success_rate=_rate(r[3], r[2]),
                                        average_time=_num(r[4])) for r in tools])
