@@ -404,7 +404,7 @@ class CostBreakdown(CamelModel):
     other: float = Field(description="task cost not attributed to a node execution (addition)")
 
 
-class Costs(CamelModel):
+class CompanyCosts(CamelModel):
     monthly: float = Field(description="cost of tasks created since the start of the current month (UTC)")
     total: float
     breakdown: CostBreakdown
@@ -429,7 +429,7 @@ class CompanyMetrics(CamelModel):
     success_rate: float = Field(description="percent (0-100) of finished tasks that completed")
     last_execution_at: datetime | None
     resource_usage: ResourceUsage
-    costs: Costs
+    costs: CompanyCosts
     performance: Performance
 
 

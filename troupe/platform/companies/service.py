@@ -23,6 +23,7 @@ from troupe.platform.agents import service as agents_service
 from troupe.platform.agents.schemas import AgentRead
 from troupe.platform.companies.schemas import (
     LIST_EMBED_LIMIT,
+    CompanyCosts,
     CompanyCreate,
     CompanyDetail,
     CompanyDocument,
@@ -36,7 +37,6 @@ from troupe.platform.companies.schemas import (
     CompanyToolRead,
     CompanyUpdate,
     CostBreakdown,
-    Costs,
     DuplicatedCompany,
     DuplicateRequest,
     ExportAgent,
@@ -217,7 +217,7 @@ def _metrics(r: Any, storage: int) -> CompanyMetrics:
         last_execution_at=r.last_execution if r else None,
         resource_usage=ResourceUsage(cpu=None, memory=None, storage=int(storage), bandwidth=None,
                                      tokens=int(r.tokens) if r else 0),
-        costs=Costs(monthly=float(r.monthly) if r else 0.0, total=total_cost,
+        costs=CompanyCosts(monthly=float(r.monthly) if r else 0.0, total=total_cost,
                     breakdown=CostBreakdown(compute=None, storage=None, api=api_cost,
                                             other=max(total_cost - api_cost, 0.0))),
         performance=Performance(uptime=None, response_time=round(float(r.exec_ms) / exec_n, 3) if exec_n else 0.0,
