@@ -11,8 +11,14 @@ sends them over real HTTP, and checks each answer:
 - ``positive_data_acceptance``: a schema-valid request is not refused as invalid
   (2xx, or 401/403/404/409/429 which say something about the caller or the state);
 - ``negative_data_rejection``: a request outside the schema is refused with a 4xx;
-- ``validation_envelope`` (ours): a request refused as invalid gets the envelope with
-  a ``VAL_*`` code and the offending field.
+- ``validation_envelope`` (ours): a request outside the schema refused as invalid gets
+  the envelope with a ``VAL_*`` code, and every ``VAL_*`` answer names the offending field.
+
+A few rules cannot be written in JSON Schema because they depend on other data, the clock
+or a runtime setting (the password policy, a tool's own input schema, "expiresAt in the
+future", a workflow graph's validity, the variables a workflow lets a run set). Schema-valid
+requests refused for exactly those reasons are listed in ``INEXPRESSIBLE`` with the reason,
+by operation, error code and field; nothing else is let through.
 
 It runs twice: as an administrator (``super_admin``, so system settings, backups and
 user management are covered) over every operation, and as a plain user (role ``user``,
@@ -72,14 +78,49 @@ REFUSED_TO_OWNER = ("403", "401 AUTH_001")
 
 
 def validation_envelope(ctx, response, case) -> None:
-    """A request refused as invalid carries the envelope with a VAL_* code and names the field."""
+    """A request outside the schema refused as invalid carries the envelope with a VAL_* code; any
+    VAL_* answer names the offending field. (A schema-valid request refused with 422 BIZ_* is
+    positive_data_acceptance's finding.)"""
     if response.status_code not in (400, 422):
         return
     body = response.json()
     error = body.get("error") or {}
-    assert body.get("success") is False and str(error.get("code", "")).startswith("VAL_"), \
+    code = str(error.get("code", ""))
+    negative = case.meta is not None and case.meta.generation.mode.is_negative
+    assert body.get("success") is False and (code.startswith("VAL_") or not negative), \
         f"{response.status_code} without a VAL_* envelope: {body}"
-    assert error.get("field"), f"{response.status_code} {error.get('code')} names no field: {body}"
+    if code.startswith("VAL_"):
+        assert error.get("field"), f"{response.status_code} {code} names no field: {body}"
+
+
+# Schema-valid requests refused for a rule JSON Schema cannot state: it depends on other data,
+# the clock or a runtime setting. Only these answers (operation, code, field prefix) are not
+# counted as "schema-valid request refused"; every other check still applies to them.
+INEXPRESSIBLE = {
+    ("POST /api/auth/register", "VAL_005", "password"):
+        "the password policy is a runtime setting (security.passwordPolicy) and bans the username inside",
+    ("POST /api/tools/{tool_id}/test", "VAL_001", "input"):
+        "the input must match the tool's own input schema, stored with the tool",
+    ("POST /api/files/{file_id}/share", "VAL_001", "expiresAt"): "expiresAt must lie in the future",
+    ("POST /api/workflows", "BIZ_001", ""): "a graph's validity (edges naming its nodes, reachability, "
+                                            "cycles) is a property of the whole document; drafts are kept",
+    ("PUT /api/workflows/{workflow_id}", "BIZ_001", ""): "as for POST /api/workflows",
+    ("POST /api/tasks/batch", "VAL_001", "variables"):
+        "the variables a run may set are listed by the workflow (configuration.overridableVariables)",
+    ("POST /api/tasks", "VAL_001", "variables"): "as for POST /api/tasks/batch",
+}
+
+
+def inexpressible(label: str, failure: Failure, response) -> bool:
+    if type(failure).__name__ != "RejectedPositiveData":
+        return False
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        return False
+    code, field = error.get("code"), error.get("field") or ""
+    return any(label == known_label and code == known_code and field.split(".")[0].startswith(prefix)
+               for known_label, known_code, prefix in INEXPRESSIBLE)
 
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
@@ -115,21 +156,26 @@ class Run:
 
 
 async def path_targets(w: World, who: Caller, method: str, path: str) -> dict[str, str]:
-    """A real object for each path parameter; a fresh one where the call destroys or moves it."""
+    """A real object for each path parameter; a fresh one where the call destroys, rewrites or
+    moves it (generated PUT and import bodies pause workflows, detach agents...), so that the
+    standing objects stay as they were for the routes that read or run them."""
     action = path.rsplit("/", 1)[-1]
+    rewrites = method in ("PUT", "DELETE") or action == "import"
+    # start/stop/pause/resume: a stopped or paused company C would refuse the run's task executions.
+    company_state = action in ("start", "stop", "pause", "resume") and "{company_id}" in path
     targets: dict[str, str] = {}
     for name in re.findall(r"\{(\w+)\}", path):
         if name == "company_id":
-            targets[name] = await w.new_company() if method == "DELETE" else w.company
+            targets[name] = await w.new_company() if rewrites or company_state else w.company
         elif name == "agent_id":
             if action == "unpublish":
                 targets[name] = await w.new_agent(public=True)
-            elif method == "DELETE" or action == "publish":
+            elif rewrites or action == "publish":
                 targets[name] = await w.new_agent()
             else:
                 targets[name] = w.agent
         elif name == "tool_id":
-            if method == "DELETE":
+            if rewrites:
                 targets[name] = await w.new_tool(install_in=w.company)
             elif action == "install":
                 targets[name] = await w.once("public_tool", lambda: w.new_tool(public=True))
@@ -138,7 +184,7 @@ async def path_targets(w: World, who: Caller, method: str, path: str) -> dict[st
             else:
                 targets[name] = w.tool
         elif name == "workflow_id":
-            targets[name] = await w.new_workflow() if method == "DELETE" else w.workflow
+            targets[name] = await w.new_workflow() if rewrites else w.workflow
         elif name == "trigger_id":
             targets[name] = await webhook_trigger(w)
         elif name == "task_id":
@@ -154,7 +200,7 @@ async def path_targets(w: World, who: Caller, method: str, path: str) -> dict[st
         elif name == "notification_id":
             targets[name] = await notification_of(w, who)
         elif name == "file_id":
-            targets[name] = await w.new_file() if method == "DELETE" else await w.file()
+            targets[name] = await w.new_file() if rewrites else await w.file()
         elif name == "share_id":
             targets[name] = await w.share()
         else:
@@ -262,7 +308,8 @@ def run_operation(run: Run, operation, who: Caller, targets: dict[str, str], mod
             case.validate_response(response, checks=CHECKS, headers=headers)
         except FailureGroup as group:
             for failure in group.exceptions:
-                record(run, who, label, failure, response, case)
+                if not inexpressible(label, failure, response):
+                    record(run, who, label, failure, response, case)
         finally:
             if restores_settings:
                 asyncio.run_coroutine_threadsafe(write_settings_rows(run.settings_rows), run.loop).result(30)
@@ -285,9 +332,9 @@ def record(run: Run, who: Caller, label: str, failure: Failure, response, case) 
         said = f"{error.get('code')} {error.get('field')}: {error.get('message')}"
     except ValueError:
         said = response.headers.get("content-type", "")
-    detail = failure.message.splitlines()[0] if failure.message else ""
+    detail = " / ".join(line.strip() for line in (failure.message or "").splitlines() if line.strip())
     example = f"{case.method} {case.formatted_path} query={case.query or {}} body={str(body)[:300]}" \
-              f" -> {status} [{said[:200]}] {detail[:200]}"
+              f" -> {status} [{said[:200]}] {detail[:300]}"
     run.findings[key] = Finding(who.role, label, check, status, failure.title, example)
 
 
@@ -328,7 +375,7 @@ async def world(client, base_url) -> World:
 
 
 async def test_openapi_document_matches_every_answer(world, base_url):
-    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", timeout=60)
     admin, user = world.callers["super_admin"], world.owner
     labels_all, labels_user = set(), set()
     owner_routes = owner_may_call()
@@ -343,6 +390,7 @@ async def test_openapi_document_matches_every_answer(world, base_url):
     assert len(labels_all) >= 100 and labels_user, (len(labels_all), len(labels_user))
 
     # Real objects first (async, on the session's loop), then the synchronous run in a thread.
+    seeding = time.monotonic()
     targets: dict[str, dict[str, dict[str, str]]] = {"user": {}, "admin": {}}
     for role, who, labels in (("user", user, labels_user), ("admin", admin, labels_all)):
         for label in labels:
@@ -356,6 +404,7 @@ async def test_openapi_document_matches_every_answer(world, base_url):
     finally:
         await write_settings_rows(run.settings_rows)
     elapsed = time.monotonic() - started
-    print(f"\ncontract: {run.operations} operation runs, {run.calls} calls in {elapsed:.0f} s")
+    print(f"\ncontract: {run.operations} operation runs, {run.calls} calls in {elapsed:.0f} s "
+          f"(objects seeded in {started - seeding:.0f} s)")
     report = "\n".join(str(finding) for finding in sorted(run.findings.values(), key=str))
     assert not run.findings, f"{len(run.findings)} contract failures:\n{report}"

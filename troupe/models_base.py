@@ -35,7 +35,8 @@ class CamelModel(BaseModel):
 
 # What pydantic's whitespace stripping removes (Unicode White_Space, as Rust's str::trim),
 # spelled out: JSON Schema's \s (ECMAScript) and Python's differ from it and from each other.
-_NOT_WHITESPACE = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+WHITESPACE = r"[\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+NOT_WHITESPACE = "[^" + WHITESPACE[1:]
 
 
 def _visible_text(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -45,8 +46,9 @@ def _visible_text(schema: dict[str, Any], model: type[BaseModel]) -> None:
         return
     for prop in schema.get("properties", {}).values():
         for option in (prop, *prop.get("anyOf", ())):
-            if option.get("type") == "string" and option.get("minLength", 0) >= 1 and "pattern" not in option:
-                option["pattern"] = _NOT_WHITESPACE
+            for text in (option, option.get("items") or {}):  # a string, or a list of them
+                if text.get("type") == "string" and text.get("minLength", 0) >= 1 and "pattern" not in text:
+                    text["pattern"] = NOT_WHITESPACE
 
 
 class StrictInput(CamelModel):

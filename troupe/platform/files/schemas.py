@@ -62,7 +62,7 @@ class CompleteUpload(StrictInput):
     company_id: uuid.UUID | None = None
     private: bool = Field(False, description="Only the uploader (and its company, for a company file) may read it")
     type: FileCategory | None = None
-    tags: list[str] = Field(default_factory=list, max_length=20)
+    tags: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(default_factory=list, max_length=20)
 
     @field_validator("tags")
     @classmethod

@@ -6,10 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, GetJsonSchemaHandler, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from troupe.engine.validate import is_valid_url
+from troupe.models_base import NOT_WHITESPACE, WHITESPACE
 from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput, omittable
 
 ToolType = Literal["api", "database", "file", "code", "webhook", "scraper", "calculator", "translator", "custom"]
@@ -81,8 +84,10 @@ class ToolMonitoring(StrictInput):
 class WebhookSettings(StrictInput):
     """``webhook`` tools: every call is signed with HMAC-SHA256 (troupe.engine.tools.http)."""
 
-    # Stored sealed, answered "********".
-    secret: Annotated[str, Field(min_length=1, max_length=4096)]
+    # Stored sealed, answered "********" (which keeps the stored one); otherwise 16+ characters
+    # once stripped, as _long_enough checks.
+    secret: Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={
+        "pattern": f"^{WHITESPACE}*(\\*{{8}}|{NOT_WHITESPACE}[\\s\\S]{{14,}}{NOT_WHITESPACE}){WHITESPACE}*$"})]
     signature_header: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")] = \
         "X-Troupe-Signature"
 
@@ -265,7 +270,32 @@ class ToolPricing(StrictInput):
     limits: PricingLimits = Field(default_factory=PricingLimits)
 
 
+def type_configuration_schema() -> dict[str, Any]:
+    """``check_type_configuration`` as JSON Schema: per ``type``, the sections it needs
+    (present, not null) and the sections it does not use (absent or null)."""
+    rules = []
+    for type_ in TYPE_SECTIONS:
+        sections: dict[str, Any] = {name: {"type": "null"} for name in ALL_SECTIONS
+                                    if name not in TYPE_SECTIONS[type_]}
+        needed = REQUIRED_SECTIONS.get(type_, ())
+        sections.update({name: {"not": {"type": "null"}} for name in needed})
+        then: dict[str, Any] = {"properties": sections}
+        if needed:
+            then["required"] = list(needed)
+        rules.append({"if": {"properties": {"type": {"const": type_}}, "required": ["type"]},
+                      "then": {"properties": {"configuration": then}}})
+    return {"allOf": rules}
+
+
 class ToolCreate(StrictInput):
+    """``configuration``'s type-specific sections follow ``type`` (the schema's ``allOf``)."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        handler.resolve_ref_schema(schema).update(type_configuration_schema())
+        return schema
+
     name: Name
     description: Annotated[str, Field(min_length=1, max_length=5000)]
     type: ToolType
