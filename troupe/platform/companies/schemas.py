@@ -24,7 +24,7 @@ from troupe.platform.schemas import (
 )
 from troupe.platform.tools.schemas import ToolOut
 from troupe.platform.tools.secrets import MASK
-from troupe.platform.workflows.schemas import WorkflowOut
+from troupe.platform.workflows.schemas import WorkflowConfiguration, WorkflowOut
 from troupe.providers.catalog import ProviderName
 
 CompanyType = Literal["software", "research", "content", "consulting", "ecommerce", "finance", "healthcare",
@@ -240,7 +240,8 @@ class ExportWorkflow(StrictInput):
     version: str = Field("1.0.0", max_length=20)
     nodes: Annotated[list[DocumentNode], Field(max_length=Limits.max_nodes)] = Field(default_factory=list)
     edges: Edges = Field(default_factory=list)
-    configuration: dict[str, Any] = Field(default_factory=dict)
+    configuration: WorkflowConfiguration = Field(
+        default_factory=WorkflowConfiguration, description="secrets are never in a document (empty here)")
     triggers: list[dict[str, Any]] = Field(default_factory=list, max_length=50)
     schedule: dict[str, Any] | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=20)

@@ -856,7 +856,9 @@ async def import_company(*, session: AsyncSession, user: Principal, company_id: 
             # A document never brings sealed values in (one could be another tenant's ciphertext).
             nodes=_remap_nodes(nodes, agent_map, []),
             edges=[e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in wf.edges],
-            configuration=scrub_secrets(wf.configuration), status="draft",
+            configuration=scrub_secrets(wf.configuration.model_dump(mode="json", by_alias=True,
+                                                                    exclude_unset=True)),
+            status="draft",
             triggers=scrub_secrets(wf.triggers),
             schedule={**wf.schedule, "enabled": False} if wf.schedule else None,
             created_by=user.id, tags=wf.tags, is_template=False)
