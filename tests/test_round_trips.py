@@ -199,3 +199,53 @@ async def test_settings_round_trip(client, super_admin):
         await _refuses_unknown(client, super_admin, path)
     finally:
         assert_ok(await client.put(path, json=original, headers=super_admin.headers))
+
+
+def _request_schema(document: dict[str, Any], path: str, method: str) -> dict[str, Any]:
+    schema = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    return {**schema, "components": document["components"]}  # jsonschema resolves the $refs
+
+
+def _schema_allows(schema: dict[str, Any], body: dict[str, Any]) -> bool:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).is_valid(body)
+
+
+async def test_request_schemas_say_what_validation_refuses(client, user, super_admin):
+    document = (await client.get("/openapi.json")).json()
+    company = await make_company(client, user)
+    from tests.test_workflows import body as workflow_body
+
+    workflow = assert_ok(await client.post("/api/workflows", json=workflow_body(company["id"]), headers=user.headers),
+                         201)
+    # POST /api/tasks: what a type needs is in the schema, and the server agrees with it both ways.
+    create = _request_schema(document, "/api/tasks", "post")
+    base = {"name": "t", "companyId": company["id"]}
+    cases = [({**base, "type": "workflow"}, "workflowId"), ({**base, "type": "single_agent"}, "agentId"),
+             ({**base, "type": "batch"}, "workflowId"),
+             ({**base, "type": "scheduled", "workflowId": workflow["id"]}, "scheduledAt"),
+             ({**base, "type": "workflow", "workflowId": None}, "workflowId")]
+    for sent, field in cases:
+        assert not _schema_allows(create, sent), sent
+        assert_error(await client.post("/api/tasks", json=sent, headers=user.headers), 422, "VAL_002", field=field)
+    for sent in ({**base, "type": "workflow", "workflowId": workflow["id"]},
+                 {**base, "type": "scheduled", "workflowId": workflow["id"], "scheduledAt": "2030-01-01T00:00:00Z"}):
+        assert _schema_allows(create, sent), sent
+        assert_ok(await client.post("/api/tasks", json=sent, headers=user.headers), 201)
+
+    # Left out keeps a value; null, where it has no meaning, is refused by the schema and by the server alike.
+    nulls = [(f"/api/workflows/{workflow['id']}", "/api/workflows/{workflow_id}", user, {"name": None}, "name"),
+             (f"/api/users/{user.id}", "/api/users/{user_id}", user, {"firstName": None}, "firstName"),
+             ("/api/settings", "/api/settings", super_admin, {"general": None}, "general"),
+             ("/api/settings", "/api/settings", super_admin, {"general": {"siteName": None}}, "general.siteName")]
+    for path, doc_path, who, sent, field in nulls:
+        assert not _schema_allows(_request_schema(document, doc_path, "put"), sent), sent
+        error = assert_error(await client.put(path, json=sent, headers=who.headers), 422, "VAL_003")
+        assert error["field"] == field, error
+    settings = _request_schema(document, "/api/settings", "put")
+    assert _schema_allows(settings, {})  # nothing to change: the settings as they are
+    assert_ok(await client.put("/api/settings", json={}, headers=super_admin.headers))
+    # A whole GET answer is valid against its update schema (read-only names included).
+    answer = assert_ok(await client.get(f"/api/workflows/{workflow['id']}", headers=user.headers))
+    assert _schema_allows(_request_schema(document, "/api/workflows/{workflow_id}", "put"), answer)

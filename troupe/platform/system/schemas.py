@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, EmailStr, Field, HttpUrl, create_model
+from pydantic import AfterValidator, EmailStr, Field, HttpUrl, create_model
 from pydantic.json_schema import SkipJsonSchema
 
 from troupe.platform.schemas import CamelModel, RoundTripInput, StrictInput, omittable
@@ -160,8 +160,6 @@ _NoIntegrations, _ = _refused("model providers take their keys from the environm
 class SettingsUpdate(RoundTripInput):
     """Sections left out keep their values; the whole GET answer may be sent back
     (``updatedAt`` is ignored)."""
-
-    model_config = ConfigDict(json_schema_extra={"minProperties": 1})  # "No settings to update" otherwise
 
     read_models = ("SystemSettings",)
 

@@ -235,11 +235,8 @@ async def update_tool(*, session: AsyncSession, user: Principal, tool_id: uuid.U
         changed_behaviour |= schema != tool.schema
         tool.schema = schema
     for name in ("name", "description", "type", "category", "status", "tags", "is_public"):
-        if name in fields:
-            value = getattr(body, name)
-            if value is None:
-                raise invalid(f"{name} cannot be null", field=name)
-            setattr(tool, name, value)
+        if name in fields:  # never null: the schema refuses it
+            setattr(tool, name, getattr(body, name))
     if "documentation" in fields and body.documentation is not None:
         tool.documentation = body.documentation.model_dump(mode="json", by_alias=True)
     if "pricing" in fields and body.pricing is not None:

@@ -168,9 +168,7 @@ async def update_user(*, session: AsyncSession, caller: Principal, user_id: uuid
     data.refuse_changed(to_out(user, []))  # role, status, email, username sent back must be unchanged
     changes = data.model_dump(exclude_unset=True, by_alias=False)
     for name in ("first_name", "last_name", "avatar"):
-        if name in changes:
-            if changes[name] is None and name != "avatar":
-                raise invalid(f"{name} cannot be empty", field=_camel(name))
+        if name in changes:  # only avatar may be null (the schema refuses null names)
             setattr(user, name, changes[name])
     if data.profile is not None:
         patch = data.profile.model_dump(exclude_unset=True, by_alias=True)
@@ -191,11 +189,6 @@ async def update_user(*, session: AsyncSession, caller: Principal, user_id: uuid
         await audit(session, action="user.update", message=f"Profile of {user.username} updated by an administrator",
                     user_id=user.id, actor_id=caller.id, fields=sorted(changes))
     return await user_out(session, user)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
 
 
 def _drop_nulls(value: dict[str, Any]) -> dict[str, Any]:

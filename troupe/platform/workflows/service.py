@@ -400,10 +400,7 @@ async def update_workflow(*, session: AsyncSession, user: Principal, workflow_id
                           body: s.WorkflowUpdate) -> models.Workflow:
     workflow = await get_workflow(session=session, user=user, workflow_id=workflow_id, for_update=True)
     await ensure_write(session=session, user=user, workflow=workflow)
-    fields = body.model_fields_set
-    for name in ("name", "status", "is_template", "nodes", "edges", "configuration", "triggers"):
-        if name in fields and getattr(body, name) is None:
-            raise invalid(f"{name} cannot be null", field=name)
+    fields = body.model_fields_set  # null is refused by the schema where it has no meaning
     before = (workflow.nodes, workflow.edges, workflow.configuration, workflow.triggers, workflow.schedule)
     if "nodes" in fields:
         workflow.nodes = seal_node_secrets(_dump_list(body.nodes), workflow.nodes)
