@@ -97,62 +97,6 @@ class _Out(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
 
 
-class TaskProgress(_Out):
-    task_id: str
-    progress: float
-    status: Literal["pending", "running", "completed", "failed"]
-    current_step: str | None = None
-    total_steps: int | None = None
-    message: str | None = None
-    estimated_completion: str | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class CompanyStatus(_Out):
-    company_id: str
-    status: Literal["active", "idle", "error", "maintenance"]
-    message: str | None = None
-    metrics: dict[str, Any] | None = None
-
-
-class AgentActivity(_Out):
-    agent_id: str
-    activity: Literal["started", "completed", "error", "idle"]
-    details: dict[str, Any] | None = None
-
-
-class SystemNotification(_Out):
-    id: str
-    level: Literal["info", "warning", "error", "success"]
-    title: str
-    message: str
-    category: Literal["system", "task", "billing", "security"]
-    actions: list[dict[str, Any]] | None = None
-    persistent: bool | None = None
-    auto_close: int | None = None
-
-
-class SystemAlert(_Out):
-    id: str
-    severity: Literal["low", "medium", "high", "critical"]
-    title: str
-    description: str
-    source: str
-    affected_services: list[str]
-    recommended_actions: list[str]
-    timestamp: str
-
-
-class UserNotification(_Out):
-    id: str
-    type: str
-    title: str
-    message: str
-    data: Any = None
-    read: bool
-    created_at: str | None
-
-
 class ChatMessageOut(_Out):
     id: str
     room: str
