@@ -79,9 +79,11 @@ async def test_every_time_in_answers_is_utc_with_z(client, user):
         "me": await client.get("/api/users/me", headers=user.headers),
         "notifications": await client.get("/api/notifications", headers=user.headers),
         "company logs": await client.get(f"/api/companies/{company['id']}/logs", headers=user.headers),
+        "company export": await client.post(f"/api/companies/{company['id']}/export", headers=user.headers),
+        "workflow export": await client.post(f"/api/workflows/{workflow['id']}/export", headers=user.headers),
     }
     for name, response in answers.items():
-        assert response.status_code == 200, (name, response.text)
+        assert response.status_code in (200, 201), (name, response.text)
         found = dict(assert_utc_times(response.json()))
         assert ".meta.timestamp" in found, name
     task_body = answers["task"].json()["data"]
@@ -165,6 +167,15 @@ async def test_an_offset_time_comes_back_as_the_same_instant_in_utc(client, user
     assert moved["scheduledAt"].endswith("Z"), moved
     again = assert_ok(await client.get(f"/api/tasks/{task['id']}", headers=user.headers))
     assert datetime.fromisoformat(again["scheduledAt"]) == datetime(2030, 6, 1, 13, 0, 0, 500000, tzinfo=UTC)
+    # A share's expiry, too.
+    upload = await client.post("/api/files/upload", headers=user.headers, files={"file": ("t.txt", b"times")})
+    file = assert_ok(upload, 201)
+    expires = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    assert_error(await client.post(f"/api/files/{file['id']}/share", headers=user.headers, json={
+        "expiresAt": expires.replace(tzinfo=None).isoformat()}), 422, "VAL_003", "expiresAt")
+    share = assert_ok(await client.post(f"/api/files/{file['id']}/share", headers=user.headers, json={
+        "expiresAt": expires.astimezone(timezone(timedelta(hours=2))).isoformat()}), 201)
+    assert share["expiresAt"].endswith("Z") and datetime.fromisoformat(share["expiresAt"]) == expires, share
     # A filter given with an offset selects by the instant: the task was created a moment ago.
     now = datetime.now(UTC)
     for start, found in ((now - timedelta(minutes=5), True), (now + timedelta(minutes=5), False)):
