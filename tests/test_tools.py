@@ -270,10 +270,10 @@ async def test_usage_from_tool_calls(client, user, other_user):
     report = assert_ok(await client.get(f"/api/tools/{tool['id']}/usage", params={"groupBy": "agent"},
                                         headers=user.headers))
     assert report["scope"] == "all" and report["totalCalls"] == 4 and report["failedCalls"] == 1
-    assert report["errorRate"] == 0.25 and report["averageResponseTime"] == 250
+    assert report["errorRate"] == 25.0 and report["averageResponseTime"] == 250
     assert len(report["series"]) == 30 and report["series"][-1]["totalCalls"] == 4
     assert report["groups"][0] == {"key": str(agent_a), "totalCalls": 3, "successfulCalls": 2, "failedCalls": 1,
-                                   "errorRate": 0.3333, "averageResponseTime": 200.0}
+                                   "errorRate": 33.33, "averageResponseTime": 200.0}
     assert report["popularAgents"][0] == str(agent_a) and report["trends"]["daily"][-1] == 4
     hourly = assert_ok(await client.get(f"/api/tools/{tool['id']}/usage", params={"period": "hour"},
                                         headers=user.headers))

@@ -120,3 +120,8 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def percent(part: int, whole: int) -> float:
+    """The API's one rate unit: a percentage (0-100), two decimals; 0 when there is nothing to count."""
+    return round(100.0 * part / whole, 2) if whole else 0.0

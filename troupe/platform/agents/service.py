@@ -41,7 +41,7 @@ from troupe.platform.agents.schemas import (
 )
 from troupe.platform.companies.schemas import effective_settings
 from troupe.platform.deps import Principal
-from troupe.platform.schemas import Pagination, deep_merge
+from troupe.platform.schemas import Pagination, deep_merge, percent
 from troupe.platform.system.gates import ensure_feature
 from troupe.platform.tools.secrets import MASK
 from troupe.providers.catalog import DEFAULT_CONTEXT_WINDOW, context_window
@@ -592,11 +592,6 @@ LEFT JOIN ex ON ex.agent_id = ids.agent_id AND ex.started_at >= bk.start AND ex.
 GROUP BY ids.agent_id, bk.trend, bk.start
 ORDER BY ids.agent_id, bk.trend, bk.start
 """)
-
-
-def percent(part: int, whole: int) -> float:
-    """The API's one rate unit: a percentage (0-100), two decimals; 0 when there is nothing to count."""
-    return round(100.0 * part / whole, 2) if whole else 0.0
 
 
 async def agent_trends(session: AsyncSession, agent_ids: list[uuid.UUID], buckets: dict[str, int],

@@ -62,7 +62,7 @@ from troupe.platform.companies.schemas import (
 from troupe.platform.deps import Principal
 from troupe.platform.logs import service as logs_service
 from troupe.platform.logs.schemas import LogEntry
-from troupe.platform.schemas import Pagination, deep_merge
+from troupe.platform.schemas import Pagination, deep_merge, percent
 from troupe.platform.system.gates import ensure_company_settings, ensure_team_size
 from troupe.platform.tools import service as tools_service
 from troupe.platform.tools.schemas import ToolUsage
@@ -191,7 +191,7 @@ FROM tk GROUP BY company_id
 
 
 def _rate(completed: int, failed: int) -> float:
-    return agents_service.percent(completed, completed + failed)
+    return percent(completed, completed + failed)
 
 
 async def _metrics_rows(session: AsyncSession, company_ids: list[uuid.UUID], start: datetime | None = None,

@@ -22,6 +22,7 @@ from troupe.db import models
 from troupe.platform.access import load_company, visible_companies
 from troupe.platform.dashboard import schemas
 from troupe.platform.deps import Principal
+from troupe.platform.schemas import percent
 from troupe.timeutil import utcnow
 
 T, E, A, Co, Tl, TC, CT, L, R = (models.Task, models.TaskExecution, models.Agent, models.Company, models.Tool,
@@ -41,11 +42,6 @@ async def _company_ids(session: AsyncSession, user: Principal, company_id: uuid.
         return select(Co.id).where(Co.id == company_id).scalar_subquery()
     scope = true() if user.can("metrics:read") else visible_companies(user)
     return select(Co.id).where(scope).scalar_subquery()
-
-
-def _rate(part, whole) -> float:
-    """A percentage; 0 when there is nothing to count (no finished task has succeeded or failed)."""
-    return round(part / whole * 100, 2) if whole else 0.0
 
 
 def _num(value, digits: int = 3) -> float | None:
@@ -82,7 +78,7 @@ async def stats(*, session: AsyncSession, user: Principal, period: schemas.Stats
                                       func.count().filter(T.status == "failed")).where(T.company_id.in_(ids)))).one()
     overview = schemas.Overview(total_companies=c[0], active_companies=c[1], total_agents=a[0], active_agents=a[1],
                                 total_tools=tools, total_tasks=t[0], completed_tasks=t[1], failed_tasks=t[2],
-                                success_rate=_rate(t[1], t[1] + t[2]))
+                                success_rate=percent(t[1], t[1] + t[2]))
     trends = schemas.Trends(
         companies=await _series(session, Co.created_at, func.count(), Co.id.in_(ids), unit, since),
         agents=await _series(session, A.created_at, func.count(), A.company_id.in_(ids), unit, since),
@@ -112,11 +108,11 @@ async def _top(session: AsyncSession, ids, since, limit: int = 5) -> schemas.Top
         .join(TC, and_(TC.tool_id == Tl.id, TC.created_at >= since)).where(TC.company_id.in_(ids))
         .group_by(Tl.id).order_by(func.count(TC.id).filter(TC.success).desc(), Tl.name).limit(limit))).all()
     return schemas.TopPerformers(
-        companies=[schemas.CompanyPerformance(id=str(r[0]), name=r[1], total_tasks=r[2], success_rate=_rate(r[3], r[4]),
+        companies=[schemas.CompanyPerformance(id=str(r[0]), name=r[1], total_tasks=r[2], success_rate=percent(r[3], r[4]),
                                               average_time=_num(r[5])) for r in companies],
         agents=[schemas.TopAgentPerformance(id=str(r[0]), name=r[1], total_executions=r[2],
-                                         success_rate=_rate(r[3], r[4]), average_time=_num(r[5])) for r in agents],
-        tools=[schemas.ToolPerformance(id=str(r[0]), name=r[1], total_calls=r[2], success_rate=_rate(r[3], r[2]),
+                                         success_rate=percent(r[3], r[4]), average_time=_num(r[5])) for r in agents],
+        tools=[schemas.ToolPerformance(id=str(r[0]), name=r[1], total_calls=r[2], success_rate=percent(r[3], r[2]),
                                        average_time=_num(r[4])) for r in tools])
 
 
@@ -184,9 +180,9 @@ async def performance(*, session: AsyncSession, user: Principal, period: schemas
         period=period,
         system=await asyncio.to_thread(_load) if user.can("metrics:read") else None,
         application=schemas.ApplicationPerf(response_time=_num(node_ms), throughput=round((t[0] + t[1]) / hours, 4),
-                                            error_rate=_rate(t[1], t[0] + t[1]),
+                                            error_rate=percent(t[1], t[0] + t[1]),
                                             uptime=round(time.time() - _STARTED, 3)),
-        business=schemas.BusinessPerf(task_completion_rate=_rate(t[0], t[0] + t[1]),
+        business=schemas.BusinessPerf(task_completion_rate=percent(t[0], t[0] + t[1]),
                                       average_execution_time=_num(t[2]), cost_per_task=_num(cost, 6),
                                       user_satisfaction=_num(rating)),
         trends=trends)

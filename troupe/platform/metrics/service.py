@@ -26,6 +26,7 @@ from troupe.infra.redis import get_redis
 from troupe.platform.access import load_company
 from troupe.platform.deps import Principal
 from troupe.platform.metrics import schemas
+from troupe.platform.schemas import percent
 from troupe.timeutil import as_utc, utcnow
 
 _PROCESS_STARTED = time.time()
@@ -228,7 +229,7 @@ async def business(*, session: AsyncSession, user: Principal, period: schemas.Bu
                             new_tasks=t[1], new_companies=c[1], new_users=u[0], task_growth=_growth(t[1], t[2]),
                             company_growth=_growth(c[1], c[2]), user_growth=_growth(u[0], u[1])),
         performance=schemas.BusinessPerformance(
-            success_rate=round(t[3] / finished * 100, 2) if finished else 0.0,
+            success_rate=percent(t[3], finished),
             average_response_time=round(float(t[5]), 3) if t[5] is not None else None,
             customer_satisfaction=round(float(rating), 3) if rating is not None else None),
         costs=schemas.Costs(ai=ai_cost, total=ai_cost, tokens=int(t[7])))

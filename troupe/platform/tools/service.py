@@ -42,7 +42,7 @@ from troupe.db import models
 from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
 from troupe.platform.access import load_company, member_company_ids_subquery
 from troupe.platform.deps import Principal
-from troupe.platform.schemas import PageParams
+from troupe.platform.schemas import PageParams, percent
 from troupe.platform.system.gates import ensure_feature
 from troupe.platform.tools import schemas as s
 from troupe.platform.tools.secrets import looks_secret, mask_map, seal_map
@@ -356,10 +356,6 @@ def _usage_scope(tool: models.Tool, user: Principal) -> tuple[ColumnElement[bool
                models.ToolCall.user_id == user.id), "yours"
 
 
-def _rate(part: int, whole: int) -> float:
-    return round(part / whole, 4) if whole else 0.0
-
-
 async def _series(session: AsyncSession, tool_id: uuid.UUID, scope: ColumnElement[bool], unit: str,
                   count: int, now: datetime) -> list[tuple[datetime, int, int]]:
     """Calls per ``unit`` over the last ``count`` units, oldest first, zero-filled in SQL."""
@@ -407,7 +403,7 @@ async def _summary(session: AsyncSession, tool_id: uuid.UUID, scope: ColumnEleme
         )
     return s.ToolUsage(total_calls=total, successful_calls=ok, failed_calls=total - ok,
                        average_response_time=round(float(avg or 0), 3), last_used_at=last,
-                       error_rate=_rate(total - ok, total), popular_agents=[str(a) for a in agents], trends=trend)
+                       error_rate=percent(total - ok, total), popular_agents=[str(a) for a in agents], trends=trend)
 
 
 _WINDOWS: dict[str, tuple[int, timedelta]] = {
@@ -439,7 +435,7 @@ async def usage_report(*, session: AsyncSession, user: Principal, tool_id: uuid.
             .where(models.ToolCall.tool_id == tool.id, scope, models.ToolCall.created_at >= since)
             .group_by(column).order_by(func.count().desc(), column).limit(100))).all()
         groups = [s.UsageGroup(key=str(key) if key else None, total_calls=total, successful_calls=good,
-                               failed_calls=total - good, error_rate=_rate(total - good, total),
+                               failed_calls=total - good, error_rate=percent(total - good, total),
                                average_response_time=round(float(avg or 0), 3))
                   for key, total, good, avg in rows]
     return s.ToolUsageReport(
@@ -460,7 +456,7 @@ async def usage_summaries(*, session: AsyncSession, tool_ids: list[uuid.UUID]) -
         .where(models.ToolCall.tool_id.in_(tool_ids)).group_by(models.ToolCall.tool_id))).all()
     return {tid: s.ToolUsage(total_calls=total, successful_calls=good, failed_calls=total - good,
                              average_response_time=round(float(avg or 0), 3), last_used_at=last,
-                             error_rate=_rate(total - good, total))
+                             error_rate=percent(total - good, total))
             for tid, total, good, avg, last in rows}
 
 
