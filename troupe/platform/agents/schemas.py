@@ -20,10 +20,17 @@ ShortText = Annotated[str, StringConstraints(max_length=500)]
 RECENT_REVIEWS = 5  # reviews embedded in an agent answer
 
 
+# What agents.service.refuse_unevaluated refuses, declared: nothing evaluates these, so the
+# only value taken is the default (the service names the field and says why).
+_ONLY_DEFAULT = "Troupe has no {what}: only the default is accepted"
+
+
 class SafetySettings(StrictInput):
     content_filter: bool = True
-    toxicity_threshold: float = Field(0.8, ge=0, le=1)
-    bias_detection: bool = False
+    toxicity_threshold: float = Field(0.8, ge=0, le=1, json_schema_extra={"const": 0.8},
+                                      description=_ONLY_DEFAULT.format(what="toxicity classifier"))
+    bias_detection: bool = Field(False, json_schema_extra={"const": False},
+                                 description=_ONLY_DEFAULT.format(what="bias classifier"))
     personal_data_filter: bool = True
 
 
@@ -34,11 +41,16 @@ class KnowledgeBase(StrictInput):
     update_frequency: Literal["realtime", "daily", "weekly"] = "daily"
 
 
+def _no_connector(name: str) -> Any:
+    return Field(False, json_schema_extra={"const": False},
+                 description=_ONLY_DEFAULT.format(what=f"{name} connector"))
+
+
 class Integrations(StrictInput):
-    slack: bool = False
-    discord: bool = False
-    telegram: bool = False
-    whatsapp: bool = False
+    slack: bool = _no_connector("Slack")
+    discord: bool = _no_connector("Discord")
+    telegram: bool = _no_connector("Telegram")
+    whatsapp: bool = _no_connector("WhatsApp")
 
 
 class RateLimit(StrictInput):
