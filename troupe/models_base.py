@@ -36,19 +36,25 @@ class CamelModel(BaseModel):
 # What pydantic's whitespace stripping removes (Unicode White_Space, as Rust's str::trim),
 # spelled out: JSON Schema's \s (ECMAScript) and Python's differ from it and from each other.
 WHITESPACE = r"[\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-NOT_WHITESPACE = "[^" + WHITESPACE[1:]
+# PostgreSQL text cannot hold U+0000: request text never carries it (deps.no_nul_characters).
+NOT_NUL = r"[^\u0000]"
+VISIBLE = r"[^\u0000" + WHITESPACE[1:]  # neither NUL nor whitespace
+_NO_NUL = rf"^{NOT_NUL}*$"
+_VISIBLE_TEXT = rf"^{NOT_NUL}*{VISIBLE}{NOT_NUL}*$"
 
 
-def _visible_text(schema: dict[str, Any], model: type[BaseModel]) -> None:
-    """Strings are stripped before their length is checked, so a required minimum
-    length means "at least one visible character": the document says so (``pattern``)."""
-    if not model.model_config.get("str_strip_whitespace"):
-        return
+def _text_rules(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """What every request string must be, in the document (``pattern``): free of NUL, and
+    (stripped before its length is checked) with a visible character where a minimum
+    length is required. Strings with a pattern, a format or an enum of their own keep it."""
+    stripped = bool(model.model_config.get("str_strip_whitespace"))
     for prop in schema.get("properties", {}).values():
         for option in (prop, *prop.get("anyOf", ())):
             for text in (option, option.get("items") or {}):  # a string, or a list of them
-                if text.get("type") == "string" and text.get("minLength", 0) >= 1 and "pattern" not in text:
-                    text["pattern"] = NOT_WHITESPACE
+                if text.get("type") != "string" or {"pattern", "format", "enum", "const"} & set(text):
+                    continue
+                visible = stripped and text.get("minLength", 0) >= 1
+                text["pattern"] = _VISIBLE_TEXT if visible else _NO_NUL
 
 
 class StrictInput(CamelModel):
@@ -56,7 +62,7 @@ class StrictInput(CamelModel):
     (ownerId, rating, ...) cannot be mass-assigned."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              str_strip_whitespace=True, json_schema_extra=_visible_text)
+                              str_strip_whitespace=True, json_schema_extra=_text_rules)
 
 
 def _no_default(schema: dict[str, Any]) -> None:

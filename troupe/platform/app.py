@@ -14,7 +14,7 @@ from troupe import __version__
 from troupe.config import get_settings
 from troupe.infra.metrics import HttpMetricsMiddleware
 from troupe.platform import handlers, openapi
-from troupe.platform.deps import single_valued_query
+from troupe.platform.deps import no_nul_characters, single_valued_query
 from troupe.platform.maintenance import MaintenanceMiddleware
 from troupe.platform.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from troupe.platform.ratelimit import ApiRateLimitMiddleware
@@ -49,7 +49,7 @@ def create_app(*, behind_serve: bool = False) -> FastAPI:
         description="Run companies of AI agents. Every response uses the envelope "
                     "`{success, data, error, pagination, meta}`.",
         lifespan=lifespan,
-        dependencies=[Depends(single_valued_query)],
+        dependencies=[Depends(single_valued_query), Depends(no_nul_characters)],
     )
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []

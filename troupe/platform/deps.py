@@ -3,10 +3,11 @@ the permission declared on each route."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi._compat import field_annotation_is_sequence
@@ -167,3 +168,38 @@ async def single_valued_query(connection: HTTPConnection) -> None:
     repeated = {key for key in keys if keys.count(key) > 1}
     for name in sorted(repeated & _single_valued_query_names(route)):
         raise invalid(f"{name} takes a single value", field=name)
+
+
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """Where a JSON value holds U+0000 (in a string or a key), as handlers name fields."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{path}.{key}" if path else str(key)
+        if "\x00" in str(key):
+            return inner
+        found = _nul_path(item, inner)
+        if found is not None:
+            return found
+    return None
+
+
+async def no_nul_characters(connection: HTTPConnection) -> None:
+    """PostgreSQL text and jsonb cannot hold U+0000: a query value or JSON body carrying one is
+    refused here (VAL_003 naming the field) instead of failing at the database with a 500."""
+    for key, value in connection.query_params.multi_items():
+        if "\x00" in key or "\x00" in value:
+            raise invalid(f"{key} contains a NUL character", field=key, code=ErrorCode.INVALID_FORMAT)
+    if not isinstance(connection, Request) or "json" not in connection.headers.get("content-type", ""):
+        return  # uploads stream their own bodies (multipart); nothing else carries text
+    body = await connection.body()  # already read (and kept) by FastAPI for the route's body model
+    if b"\\u0000" not in body and b"\x00" not in body:
+        return
+    try:
+        path = _nul_path(json.loads(body))
+    except ValueError:
+        return  # not JSON: the route's own parsing answers it
+    if path is not None:
+        raise invalid(f"{path or 'body'} contains a NUL character", field=path or "body",
+                      code=ErrorCode.INVALID_FORMAT)

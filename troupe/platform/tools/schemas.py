@@ -12,7 +12,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from troupe.engine.validate import is_valid_url
-from troupe.models_base import NOT_WHITESPACE, WHITESPACE
+from troupe.models_base import NOT_NUL, VISIBLE, WHITESPACE
 from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput, omittable
 
 ToolType = Literal["api", "database", "file", "code", "webhook", "scraper", "calculator", "translator", "custom"]
@@ -87,7 +87,7 @@ class WebhookSettings(StrictInput):
     # Stored sealed, answered "********" (which keeps the stored one); otherwise 16+ characters
     # once stripped, as _long_enough checks.
     secret: Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={
-        "pattern": f"^{WHITESPACE}*(\\*{{8}}|{NOT_WHITESPACE}[\\s\\S]{{14,}}{NOT_WHITESPACE}){WHITESPACE}*$"})]
+        "pattern": f"^{WHITESPACE}*(\\*{{8}}|{VISIBLE}{NOT_NUL}{{14,}}{VISIBLE}){WHITESPACE}*$"})]
     signature_header: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")] = \
         "X-Troupe-Signature"
 
