@@ -249,3 +249,30 @@ async def test_request_schemas_say_what_validation_refuses(client, user, super_a
     # A whole GET answer is valid against its update schema (read-only names included).
     answer = assert_ok(await client.get(f"/api/workflows/{workflow['id']}", headers=user.headers))
     assert _schema_allows(_request_schema(document, "/api/workflows/{workflow_id}", "put"), answer)
+
+
+async def test_trigger_schema_agrees_with_the_server(client, user):
+    document = (await client.get("/openapi.json")).json()
+    from tests.test_workflows import body as workflow_body
+
+    company = await make_company(client, user)
+    webhook = {"id": "hook", "type": "webhook", "configuration": {"secret": "s" * 20}}
+    workflow = assert_ok(await client.post("/api/workflows", json=workflow_body(company["id"], triggers=[webhook]),
+                                           headers=user.headers), 201)
+    path, doc_path = f"/api/workflows/{workflow['id']}", "/api/workflows/{workflow_id}"
+    update = _request_schema(document, doc_path, "put")
+    # The answer (masked secret, the webhook's url) goes back as it came.
+    answer = assert_ok(await client.get(path, headers=user.headers))
+    assert answer["triggers"][0]["configuration"]["secret"] == "********"
+    assert _schema_allows(update, answer)
+    assert_ok(await client.put(path, json=answer, headers=user.headers))
+    refused = [({"id": "s", "type": "schedule"}, "triggers.0.type"),
+               ({"id": "f", "type": "file"}, "triggers.0.type"),
+               ({"id": "m", "type": "manual", "configuration": {"x": 1}}, "triggers.0.configuration.x"),
+               ({"id": "h", "type": "webhook", "configuration": {"secret": "short"}}, "triggers.0.configuration.secret"),
+               ({"id": "e", "type": "event", "configuration": {"workflowId": workflow["id"], "on": "sometimes"}},
+                "triggers.0.configuration.on")]
+    for trigger, field in refused:
+        assert not _schema_allows(update, {"triggers": [trigger]}), trigger
+        assert_error(await client.put(path, json={"triggers": [trigger]}, headers=user.headers), 422, "VAL_001",
+                     field=field)

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field
 
 from troupe.engine.contract import ErrorHandling, Strategy
 from troupe.engine.graph_models import Edges, Ident, Nodes, WorkflowEdge, WorkflowNode
+from troupe.engine.triggers import EVENT_ON
 from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput, omittable
 
 WorkflowStatus = Literal["draft", "active", "paused", "error", "archived"]
@@ -71,7 +72,35 @@ class WorkflowConfiguration(StrictInput):
     secrets: Annotated[dict[SecretName, SecretValue], Field(max_length=50)] = Field(default_factory=dict)
 
 
+# The rules workflows.triggers.check_triggers applies, owned here so the schema declares them.
+USED_TRIGGER_TYPES = ("manual", "webhook", "event")  # schedule: the workflow's schedule; file: not supported
+TRIGGER_CONFIG_KEYS: dict[str, set[str]] = {"manual": set(), "webhook": {"secret", "url", "variables"},
+                                            "event": {"workflowId", "on"}}
+WEBHOOK_SECRET_LENGTH = (16, 256)
+
+
+def _trigger_schema(schema: dict[str, Any]) -> None:
+    def when(kind: str, configuration: dict[str, Any]) -> dict[str, Any]:
+        return {"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+                "then": {"properties": {"configuration": {"type": "object", "additionalProperties": False,
+                                                          **configuration}}}}
+
+    low, high = WEBHOOK_SECRET_LENGTH
+    schema["properties"]["type"]["enum"] = list(USED_TRIGGER_TYPES)
+    schema["allOf"] = [
+        when("manual", {"maxProperties": 0}),
+        when("webhook", {"required": ["secret"], "properties": {
+            "secret": {"type": "string", "description": '"********" keeps the stored secret',
+                       "anyOf": [{"minLength": low, "maxLength": high}, {"const": "********"}]},
+            "url": {"type": "string", "readOnly": True}, "variables": {"type": "object"}}}),
+        when("event", {"required": ["workflowId"], "properties": {
+            "workflowId": {"type": "string", "format": "uuid"}, "on": {"enum": list(EVENT_ON)}}}),
+    ]
+
+
 class WorkflowTrigger(StrictInput):
+    model_config = ConfigDict(json_schema_extra=_trigger_schema)
+
     id: Ident
     type: TriggerType
     configuration: dict[str, Any] = Field(default_factory=dict)

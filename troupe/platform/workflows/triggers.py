@@ -39,8 +39,8 @@ from troupe.security import SecretBox
 SIGNATURE_HEADER = "X-Troupe-Signature"
 TIMESTAMP_HEADER = "X-Troupe-Timestamp"
 SIGNATURE_TOLERANCE_SECONDS = 300
-SECRET_MIN, SECRET_MAX = 16, 256
-_KEYS = {"manual": set(), "webhook": {"secret", "url", "variables"}, "event": {"workflowId", "on"}}
+SECRET_MIN, SECRET_MAX = s.WEBHOOK_SECRET_LENGTH
+_KEYS = s.TRIGGER_CONFIG_KEYS
 
 
 def webhook_path(workflow_id: uuid.UUID | str, trigger_id: str) -> str:
