@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Discriminator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, Discriminator, Field, StringConstraints, model_validator
 from pydantic import Tag as PydanticTag
 
 from troupe.engine.graph_models import Edges, NodeData, Nodes, WorkflowNode
@@ -163,6 +163,12 @@ class CompanyUpdate(RoundTripInput):
     A ``teamMembers`` entry may be a bare user id, as a GET answers it: that member
     keeps their role (a new one joins as member). The whole GET answer may be sent
     back: its server-owned fields are ignored."""
+
+    # _one_style, declared: teamMembers with a non-empty addMembers or removeMembers is refused.
+    model_config = ConfigDict(json_schema_extra={"not": {"anyOf": [
+        {"required": ["teamMembers", other], "properties": {"teamMembers": {"type": "array"},
+                                                            other: {"type": "array", "minItems": 1}}}
+        for other in ("addMembers", "removeMembers")]}})
 
     read_models = ("CompanyRead", "CompanyDetail")
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AliasChoices, Field, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, StrictInput, UtcDateTime
 
@@ -96,6 +96,11 @@ class FileUpdate(RoundTripInput):
 
 
 class ShareCreate(StrictInput):
+    # _one_expiry, declared.
+    model_config = ConfigDict(json_schema_extra={"not": {
+        "required": ["expiresAt", "expiresIn"],
+        "properties": {"expiresAt": {"type": "string"}, "expiresIn": {"type": "integer"}}}})
+
     expires_at: UtcDateTime | None = None
     expires_in: int | None = Field(None, ge=60, le=365 * 86400, description="Seconds from now")
     password: str | None = Field(None, min_length=4, max_length=128)
