@@ -276,3 +276,20 @@ async def test_trigger_schema_agrees_with_the_server(client, user):
         assert not _schema_allows(update, {"triggers": [trigger]}), trigger
         assert_error(await client.put(path, json={"triggers": [trigger]}, headers=user.headers), 422, "VAL_001",
                      field=field)
+
+
+async def test_agent_provider_rules_are_in_the_schema(client, user):
+    document = (await client.get("/openapi.json")).json()
+    create = _request_schema(document, "/api/agents", "post")
+    base = {"name": "a", "type": "custom", "model": "m-1"}
+    refused = [("custom", {}, "configuration.endpoint"),
+               ("openai", {"endpoint": "https://llm.example/v1"}, "configuration.endpoint"),
+               ("simulated", {"baseUrl": "https://llm.example/v1"}, "configuration.baseUrl"),
+               ("simulated", {"apiKey": "sk-1"}, "configuration.apiKey")]
+    for provider, configuration, field in refused:
+        sent = {**base, "provider": provider, "configuration": configuration}
+        assert not _schema_allows(create, sent), sent
+        assert_error(await client.post("/api/agents", json=sent, headers=user.headers), 422, "VAL_001", field=field)
+    sent = {**base, "provider": "simulated", "model": "simulated", "configuration": {}}
+    assert _schema_allows(create, sent)
+    assert_ok(await client.post("/api/agents", json=sent, headers=user.headers), 201)

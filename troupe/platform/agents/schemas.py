@@ -102,7 +102,33 @@ class AgentConfiguration(RoundTripInput):
     response_schema: dict[str, Any] | None = None
 
 
+# Providers that take a per-agent base URL (another server speaking the same API).
+BASE_URL_PROVIDERS = ("openai", "anthropic", "google", "local")
+
+
+def _is_null(key: str) -> dict[str, Any]:
+    return {"properties": {"configuration": {"properties": {key: {"type": "null"}}}}}
+
+
+# The provider rules of agents.service.check_configuration, declared for a new agent (an update
+# merges with the stored configuration, so there the service alone can judge).
+_PROVIDER_RULES = {"allOf": [
+    {"if": {"properties": {"provider": {"const": "custom"}}},
+     "then": {"required": ["configuration"],
+              "properties": {"configuration": {"required": ["endpoint"],
+                                               "properties": {"endpoint": {"type": "string"}}}}},
+     "else": _is_null("endpoint")},
+    {"if": {"properties": {"provider": {"enum": list(BASE_URL_PROVIDERS)}}}, "else": _is_null("baseUrl")},
+    {"if": {"properties": {"provider": {"const": "simulated"}}}, "then": _is_null("apiKey")},
+]}
+
+
 class AgentCreate(StrictInput):
+    """``configuration.endpoint`` is the custom provider's (and required there), ``baseUrl``
+    is for openai/anthropic/google/local, ``apiKey`` not for simulated (see the schema's ``allOf``)."""
+
+    model_config = ConfigDict(json_schema_extra=_PROVIDER_RULES)
+
     name: str = Field(min_length=1, max_length=255)
     description: str = Field("", max_length=5000)
     type: AgentType

@@ -20,6 +20,7 @@ from troupe.errors import AppError, ErrorCode, forbidden, invalid, not_found
 from troupe.knowledge import index as knowledge
 from troupe.platform import access
 from troupe.platform.agents.schemas import (
+    BASE_URL_PROVIDERS,
     RECENT_REVIEWS,
     AgentConfiguration,
     AgentCreate,
@@ -124,10 +125,6 @@ async def ensure_agent_capacity(session: AsyncSession, company: models.Company, 
         raise AppError(ErrorCode.RESOURCE_LIMIT_EXCEEDED,
                        f"The company allows at most {limit} agents ({current} attached)",
                        details={"maxAgents": limit, "current": current, "adding": adding})
-
-
-# Providers that take a per-agent base URL (another server speaking the same API).
-BASE_URL_PROVIDERS = ("openai", "anthropic", "google", "local")
 
 
 def check_configuration(provider: str, model: str, config: dict[str, Any], *, field: str = "configuration") -> None:
