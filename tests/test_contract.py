@@ -112,7 +112,8 @@ INEXPRESSIBLE = {
         "maxTokens <= contextWindow compares two fields, and the model's known window is data",
     ("GET /api/metrics/performance", "VAL_001", "granularity"):
         "the number of buckets between startDate and now (at most 5000) depends on the clock",
-    ("GET /api/companies/{company_id}/metrics", "VAL_001", "granularity"): "as for GET /api/metrics/performance",
+    ("GET /api/companies/{company_id}/metrics", "VAL_001", "period"): "as for GET /api/metrics/performance",
+    ("GET /api/logs", "VAL_001", "startDate"): "startDate <= endDate compares two fields",
 }
 
 
@@ -124,8 +125,32 @@ def inexpressible(label: str, failure: Failure, response) -> bool:
     except ValueError:
         return False
     code, field = error.get("code"), error.get("field") or ""
+    if code == "VAL_003" and str(error.get("message", "")).endswith("contains a NUL character"):
+        # Typed strings say "no U+0000" in the document (pattern); free-form values (input, metadata,
+        # secrets, open objects) cannot, and PostgreSQL cannot store it.
+        return True
     return any(label == known_label and code == known_code and field.startswith(prefix)
                for known_label, known_code, prefix in INEXPRESSIBLE)
+
+
+def deepest_schema_error(case, response) -> str | None:
+    """The innermost reason a body fails its declared schema (schemathesis reports the outer anyOf)."""
+    import jsonschema
+
+    document = case.operation.schema.raw_schema
+    declared = document["paths"][case.operation.path][case.method.lower()]["responses"].get(
+        str(response.status_code), {})
+    schema = declared.get("content", {}).get("application/json", {}).get("schema")
+    if schema is None:
+        return None
+    validator = jsonschema.Draft202012Validator({**schema, "components": document["components"]})
+    error = jsonschema.exceptions.best_match(validator.iter_errors(response.json()))
+    if error is None:
+        return None
+    while error.context:
+        error = jsonschema.exceptions.best_match(error.context)
+    path = ".".join(str(part) for part in error.absolute_path)
+    return f"at {path}: {error.message[:200]}"
 
 
 def generated_nothing_invalid(failure: Failure) -> bool:
@@ -344,6 +369,8 @@ def record(run: Run, who: Caller, label: str, failure: Failure, response, case) 
     except ValueError:
         said = response.headers.get("content-type", "")
     detail = " / ".join(line.strip() for line in (failure.message or "").splitlines() if line.strip())
+    if type(failure).__name__ == "JsonSchemaError":
+        detail = deepest_schema_error(case, response) or detail
     example = f"{case.method} {case.formatted_path} query={case.query or {}} body={str(body)[:300]}" \
               f" -> {status} [{said[:200]}] {detail[:300]}"
     run.findings[key] = Finding(who.role, label, check, status, failure.title, example)

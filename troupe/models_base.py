@@ -43,11 +43,11 @@ _NO_NUL = rf"^{NOT_NUL}*$"
 _VISIBLE_TEXT = rf"^{NOT_NUL}*{VISIBLE}{NOT_NUL}*$"
 
 
-def _text_rules(schema: dict[str, Any], model: type[BaseModel]) -> None:
-    """What every request string must be, in the document (``pattern``): free of NUL, and
-    (stripped before its length is checked) with a visible character where a minimum
-    length is required. Strings with a pattern, a format or an enum of their own keep it."""
-    stripped = bool(model.model_config.get("str_strip_whitespace"))
+def state_text_rules(schema: dict[str, Any], *, stripped: bool) -> None:
+    """Write what a request string must be into its JSON Schema (``pattern``): free of NUL, and
+    (when stripped before its length is checked) with a visible character where a minimum length
+    is required. Strings with a pattern, a format or an enum of their own keep them.
+    Applied to the OpenAPI document's request schemas (``troupe/platform/openapi.py``)."""
     for prop in schema.get("properties", {}).values():
         for option in (prop, *prop.get("anyOf", ())):
             for text in (option, option.get("items") or {}):  # a string, or a list of them
@@ -62,7 +62,7 @@ class StrictInput(CamelModel):
     (ownerId, rating, ...) cannot be mass-assigned."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              str_strip_whitespace=True, json_schema_extra=_text_rules)
+                              str_strip_whitespace=True)
 
 
 def _no_default(schema: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
+from troupe.models_base import StrictInput, state_text_rules
 from troupe.platform import ratelimit
 from troupe.platform.deps import get_current_user
 from troupe.platform.schemas import CamelModel, ErrorBody, Meta
@@ -166,8 +167,34 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             operation["responses"] = dict(sorted(responses.items()))
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    _state_text_rules(document)
     app.openapi_schema = document
     return document
+
+
+def _input_models() -> dict[str, type[StrictInput]]:
+    found: dict[str, type[StrictInput]] = {}
+    pending: list[type[StrictInput]] = [StrictInput]
+    while pending:
+        model = pending.pop()
+        found.setdefault(model.__name__, model)
+        pending.extend(model.__subclasses__())
+    return found
+
+
+def _state_text_rules(document: dict[str, Any]) -> None:
+    """Request strings carry what validation requires of every string (no NUL, a visible
+    character where stripped text needs a minimum length): on the request models' components,
+    whatever ``json_schema_extra`` a model has of its own, and on string parameters."""
+    inputs = _input_models()
+    for name, schema in document["components"]["schemas"].items():
+        model = inputs.get(name)
+        if model is not None:
+            state_text_rules(schema, stripped=bool(model.model_config.get("str_strip_whitespace")))
+    for item in document["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", ()):
+                state_text_rules({"properties": {parameter["name"]: parameter.get("schema", {})}}, stripped=False)
 
 
 def install(app: FastAPI) -> None:

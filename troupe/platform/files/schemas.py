@@ -12,10 +12,12 @@ from troupe.platform.schemas import CamelModel, PageParams, RoundTripInput, Stri
 
 FileType = Literal["image", "document", "audio", "video", "archive", "other"]
 FILE_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$"
-FileCategory = Annotated[str, AfterValidator(str.lower), Field(
+# The constraints come before the lower-casing so that the document shows them (pattern included).
+FileCategory = Annotated[str, Field(
     max_length=50, pattern=FILE_TYPE_PATTERN,
     description="The client's type (avatar, document, image, video, audio, ...); case-insensitive. "
-                "An upload without one gets the kind sniffed from its content: " + "|".join(FileType.__args__))]
+                "An upload without one gets the kind sniffed from its content: " + "|".join(FileType.__args__)),
+    AfterValidator(str.lower)]
 
 
 class FileInfo(CamelModel):
