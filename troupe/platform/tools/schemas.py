@@ -103,7 +103,9 @@ class DatabaseSettings(StrictInput):
     """``database`` tools (PostgreSQL only; troupe.engine.tools.database)."""
 
     # postgresql://user:password@host:5432/db; stored sealed, answered "********".
-    connection_string: Annotated[str, Field(min_length=1, max_length=4096)]
+    # The pattern says in the document what _postgres_only checks (stored sealed, answered "********").
+    connection_string: Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={
+        "pattern": f"^{WHITESPACE}*(\\*{{8}}|[Pp][Oo][Ss][Tt][Gg][Rr][Ee][Ss]([Qq][Ll])?://{NOT_NUL}*)$"})]
     query: Annotated[str, Field(min_length=1, max_length=20_000)] | None = None
     read_only: bool = True
     statement_timeout_ms: int = Field(5000, ge=1, le=300_000)
@@ -185,7 +187,10 @@ ALL_SECTIONS = ("webhook", "database", "file", "code", "sandbox", "scraper", "tr
 
 
 class ToolConfiguration(StrictInput):
-    endpoint: Annotated[str, Field(max_length=2048)] | None = None
+    # The pattern says in the document what _endpoint_is_url checks (an http(s) URL with a host).
+    endpoint: Annotated[str, Field(max_length=2048, json_schema_extra={
+        "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,4})?([/?#][^\s]*)?$"})] \
+        | None = None
     method: HttpMethod | None = None
     # Headers whose name looks secret (Authorization, X-Api-Key, *token*, *secret*, *key*, Cookie)
     # are stored sealed and answered masked.
