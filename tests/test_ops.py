@@ -246,11 +246,14 @@ async def test_settings_read_update_audit(client, user, admin, super_admin):
             assert audit and audit[0].details["changed"]["general"] == ["site_name"]
 
         for bad in ({"limits": {"maxConcurrentTasks": 0}}, {"general": {"supportEmail": "not-an-email"}},
-                    {"general": {"siteName": None}}, {"features": {"unknownSwitch": True}}, {"nope": {}}, {},
+                    {"general": {"siteName": None}}, {"features": {"unknownSwitch": True}}, {"nope": {}},
                     {"security": {"passwordPolicy": {"minLength": 4}}}, {"security": {"mfaRequired": True}},
                     {"integrations": {"openai": {"apiKey": "sk-x"}}}):
             assert_invalid(await client.put("/api/settings", headers=super_admin.headers, json=bad))
         assert assert_ok(await client.get("/api/settings", headers=admin.headers))["limits"] == current["limits"]
+        # An empty update changes nothing and answers the settings as they are (the schema allows it).
+        unchanged = assert_ok(await client.put("/api/settings", headers=super_admin.headers, json={}))
+        assert unchanged["limits"] == current["limits"]
     finally:
         assert_ok(await client.put("/api/settings", headers=super_admin.headers, json={
             "general": {"siteName": current["general"]["siteName"]},
