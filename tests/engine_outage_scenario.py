@@ -1,5 +1,6 @@
-"""Runs in flight across a real Postgres outage, in its own process (run by
-tests/test_engine_durability.py): a Troupe stack on a private Postgres and Redis
+"""Runs in flight across a real Postgres outage, in its own process (the last phase of
+tests/outage_scenario.py, asserted by tests/test_engine_durability.py; alone with
+``python -m tests.engine_outage_scenario``): a Troupe stack on a private Postgres and Redis
 (tests/utils/private_backends.py), several workflow runs started through the
 API, the Postgres server stopped (``pg_ctl stop -m fast``) for STOP_SECONDS while
 their nodes run, then started again on the same port.

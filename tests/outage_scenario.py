@@ -9,8 +9,11 @@ and stopping them touches no other test run.
 
 During each outage it sends the same few API requests over and over, through
 Serve over HTTP, and records for each its status, error code, Retry-After and
-how long it took; after each, how long until requests answer 200 again. Prints
-one JSON line (what the test asserts on); asserts nothing itself.
+how long it took; after each, how long until requests answer 200 again.
+3. Runs in flight across another Postgres stop (tests/engine_outage_scenario.py).
+
+Prints one JSON line (what tests/test_outages.py and tests/test_engine_durability.py
+assert on); asserts nothing itself.
 """
 
 from __future__ import annotations
@@ -128,9 +131,19 @@ async def _scenario(stack: ScenarioStack) -> dict[str, Any]:
     return report
 
 
+async def _both(stack: ScenarioStack) -> dict[str, Any]:
+    from tests import engine_outage_scenario
+
+    report = await _scenario(stack)
+    # Then runs in flight across a second Postgres stop (tests/test_engine_durability.py), on the
+    # same stack: starting Ray and Serve is most of a scenario's cost.
+    report["engine"] = await engine_outage_scenario._scenario(stack)
+    return report
+
+
 def main() -> int:
     with scenario_stack("outage") as stack:
-        report = asyncio.run(_scenario(stack))
+        report = asyncio.run(_both(stack))
     print_report(report)
     return 0
 

@@ -21,13 +21,10 @@ from tests.utils.engine import (
     wait_status,
 )
 from tests.utils.fixtures import assert_ok
-from tests.utils.private_backends import run_scenario
 
 
-def test_postgres_stopped_with_runs_in_flight_every_run_completes_each_node_once():
-    run = run_scenario("tests.engine_outage_scenario", timeout=420)
-    assert run.returncode == 0, run.stderr
-    report = run.report
+def test_postgres_stopped_with_runs_in_flight_every_run_completes_each_node_once(outage_scenario_report):
+    report = outage_scenario_report["engine"]
     assert report["outageSeconds"] >= 9, report
     assert len(report["runs"]) == 4
     for entry in report["runs"]:

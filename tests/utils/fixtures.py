@@ -93,6 +93,18 @@ async def super_admin(stack) -> TestUser:
     return await create_user("super_admin")
 
 
+@pytest.fixture(scope="session")
+def outage_scenario_report() -> dict[str, Any]:
+    """Postgres and Redis really stopped under a stack of the scenario's own
+    (tests/outage_scenario.py): one process and one Ray + Serve start for the API's
+    outage answers (tests/test_outages.py) and runs in flight (tests/test_engine_durability.py)."""
+    from tests.utils.private_backends import run_scenario
+
+    run = run_scenario("tests.outage_scenario", timeout=600)
+    assert run.returncode == 0, run.stderr
+    return run.report
+
+
 @pytest.fixture
 def settings(monkeypatch):
     """``settings(name=value, ...)`` changes this process's settings for one test."""
