@@ -405,7 +405,7 @@ def test_serve_deploy_on_two_ray_nodes_runs_batches_and_survives_losing_the_work
             except BaseException as exc:  # reported by the assertion below
                 outcome["error"] = exc
 
-        batch = threading.Thread(target=submit)
+        batch = threading.Thread(target=submit, daemon=True)  # a failed wait must not hold the session open
         batch.start()
         _wait("node tasks running on the worker node", lambda: [
             t for t in _node_tasks(deployment.dashboard, deployment.env, state="RUNNING",
