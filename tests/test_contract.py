@@ -114,6 +114,20 @@ INEXPRESSIBLE = {
         "the number of buckets between startDate and now (at most 5000) depends on the clock",
     ("GET /api/companies/{company_id}/metrics", "VAL_001", "period"): "as for GET /api/metrics/performance",
     ("GET /api/logs", "VAL_001", "startDate"): "startDate <= endDate compares two fields",
+    **{(route, "VAL_001", f"settings.{limit}"):
+       f"settings.{limit} is capped by the system settings' limits, a runtime value (PUT /api/settings)"
+       for route in ("POST /api/companies", "PUT /api/companies/{company_id}")
+       for limit in ("maxAgents", "maxTools", "maxConcurrency")},
+    ("PUT /api/companies/{company_id}", "VAL_001", "teamMembers"):
+        "the owner stays a member and every id must name a user: data, not shape",
+    ("POST /api/companies/{company_id}/import", "VAL_001", "data.tools"):
+        "tools are linked by id: each must exist and be visible to the caller (data, not shape)",
+    ("POST /api/tools", "VAL_001", "schema."):
+        "schema.input/schema.output must themselves be valid JSON Schemas (checked against the meta-schema)",
+    ("PUT /api/tools/{tool_id}", "VAL_001", "configuration."):
+        "which configuration sections apply follows the stored tool's type when the body leaves type out",
+    ("POST /api/workflows/{workflow_id}/schedule", "VAL_001", "cron"):
+        "a cron expression's meaning (croniter) is beyond a pattern: '0' has the characters but not the fields",
 }
 
 

@@ -26,7 +26,10 @@ async def test_agent_test_and_train(client, user):
         "trainingData": [{"input": "2+2?", "output": "4"}]}))
     assert trained["examplesStored"] == 1 and trained["version"] == "1.0.1"
     assert_error(await client.post(f"/api/agents/{agent}/train", headers=user.headers, json={
-        "trainingData": ["no shape"]}), 422, "VAL_001", "trainingData[0]")
+        "trainingData": ["no shape"]}), 422, "VAL_003", "trainingData.0")
+    # Few-shot memory has no epochs or learning rate: refused by name, not accepted and ignored.
+    assert_error(await client.post(f"/api/agents/{agent}/train", headers=user.headers, json={
+        "trainingData": [{"input": "a", "output": "b"}], "epochs": 3}), 422, "VAL_001", "epochs")
 
 
 async def test_tool_test_validates_schema_and_records_call(client, user):

@@ -328,10 +328,7 @@ def deployment() -> Iterator[Deployment]:
             print(f"--- {node.log}\n" + node.log.read_text(errors="replace")[-3000:])
         raise
     finally:
-        if dashboard:
-            with contextlib.suppress(Exception):
-                subprocess.run([str(BIN / "serve"), "shutdown", "-a", dashboard, "-y"], env=env, cwd=work,
-                               capture_output=True, timeout=60)
+        # No `serve shutdown`: the nodes' processes, Serve's included, all go with them.
         for node in reversed(nodes):
             node.stop()
         for node in nodes:

@@ -232,9 +232,9 @@ async def test_export_import_round_trip_and_bad_documents(client, user):
     bad_node = {**doc, "workflow": {**doc["workflow"], "nodes": [{"id": "a", "type": "warp", "data": {"label": "a"}}]}}
     cases = [
         ({"data": "not a document", "overwrite": True}, "VAL_003", "data"),
-        ({"data": {**doc, "format": "n8n"}, "overwrite": True}, "VAL_003", "data.format"),
-        ({"data": {**doc, "version": 2}, "overwrite": True}, "VAL_003", "data.version"),
-        ({"data": {**doc, "workflow": None}, "overwrite": True}, "VAL_001", "data.workflow"),
+        ({"data": {**doc, "format": "n8n"}, "overwrite": True}, "VAL_001", "data.format"),
+        ({"data": {**doc, "version": 2}, "overwrite": True}, "VAL_001", "data.version"),
+        ({"data": {**doc, "workflow": None}, "overwrite": True}, "VAL_003", "data.workflow"),
         ({"data": bad_node, "overwrite": True}, "VAL_001", "data.workflow.nodes.0.type"),
         ({"data": doc, "overwrite": True, "createDependencies": True}, "VAL_001", "createDependencies"),
         ({"data": doc, "overwrite": "perhaps"}, "VAL_003", "overwrite"),

@@ -45,10 +45,15 @@ class AgentTestResult(CamelModel):
     metadata: AgentTestMeta
 
 
+class TrainingExample(StrictInput):
+    input: Any = Field(description="what the agent is given (stored as text, at most 4000 characters)")
+    output: Any = Field(description="what it should answer (stored as text, at most 4000 characters)")
+
+
 class AgentTrain(StrictInput):
-    training_data: list[Any] = Field(min_length=1, max_length=1000)
-    epochs: int | None = Field(None, ge=1, le=1000)
-    learning_rate: float | None = Field(None, gt=0, le=1)
+    # The spec's epochs/learningRate are not taken: examples become few-shot memory, and
+    # nothing would read them (an unknown field is refused by name).
+    training_data: list[TrainingExample] = Field(min_length=1, max_length=1000)
 
 
 class AgentTrainResult(CamelModel):

@@ -180,10 +180,8 @@ async def train_agent(*, session: AsyncSession, user: Principal, agent_id: str,
     (``configuration.fewShotExamples``, used in every prompt) and the version is bumped."""
     agent = await _agent(session, user, agent_id, write=True)
     examples: list[dict[str, str]] = []
-    for index, item in enumerate(body.training_data):
-        if not isinstance(item, dict) or "input" not in item or "output" not in item:
-            raise invalid("Each training item needs input and output", field=f"trainingData[{index}]")
-        examples.append({"input": str(item["input"])[:4000], "output": str(item["output"])[:4000]})
+    for item in body.training_data:
+        examples.append({"input": str(item.input)[:4000], "output": str(item.output)[:4000]})
     config = dict(agent.configuration or {})
     config["fewShotExamples"] = (list(config.get("fewShotExamples") or []) + examples)[-50:]
     agent.configuration = config

@@ -79,7 +79,7 @@ TRIGGER_CONFIG_KEYS: dict[str, set[str]] = {"manual": set(), "webhook": {"secret
 WEBHOOK_SECRET_LENGTH = (16, 256)
 
 
-def _trigger_schema(schema: dict[str, Any]) -> None:
+def _trigger_schema(schema: dict[str, Any], *, secret_required: bool = True) -> None:
     def when(kind: str, configuration: dict[str, Any]) -> dict[str, Any]:
         return {"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
                 "then": {"properties": {"configuration": {"type": "object", "additionalProperties": False,
@@ -89,7 +89,7 @@ def _trigger_schema(schema: dict[str, Any]) -> None:
     schema["properties"]["type"]["enum"] = list(USED_TRIGGER_TYPES)
     schema["allOf"] = [
         when("manual", {"maxProperties": 0}),
-        when("webhook", {"required": ["secret"], "properties": {
+        when("webhook", {"required": ["secret"] if secret_required else [], "properties": {
             "secret": {"type": "string", "description": '"********" keeps the stored secret',
                        "anyOf": [{"minLength": low, "maxLength": high}, {"const": "********"}]},
             "url": {"type": "string", "readOnly": True}, "variables": {"type": "object"}}}),
@@ -99,12 +99,29 @@ def _trigger_schema(schema: dict[str, Any]) -> None:
 
 
 class WorkflowTrigger(StrictInput):
-    model_config = ConfigDict(json_schema_extra=_trigger_schema)
+    model_config = ConfigDict(json_schema_extra=lambda schema: _trigger_schema(schema))
 
     id: Ident
     type: TriggerType
     configuration: dict[str, Any] = Field(default_factory=dict)
     enabled: bool = True
+
+
+class ExportedTrigger(WorkflowTrigger):
+    """A trigger in an export document: a webhook's secret is left out of exports, so an
+    import may omit it (the trigger then answers 401 until a secret is set)."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: _trigger_schema(schema, secret_required=False))
+
+
+class WorkflowTriggerOut(CamelModel):
+    """A stored trigger as answered: a webhook's secret is "********", or null when it has none
+    (a copy or an import whose secret must be entered again), and its ``url``."""
+
+    id: str
+    type: TriggerType
+    configuration: dict[str, Any]
+    enabled: bool
 
 
 class ScheduleInput(RoundTripInput):
@@ -182,7 +199,7 @@ class WorkflowOut(CamelModel):
     edges: list[WorkflowEdge]
     configuration: WorkflowConfiguration
     status: str
-    triggers: list[WorkflowTrigger]
+    triggers: list[WorkflowTriggerOut]
     schedule: WorkflowSchedule | None
     created_by: uuid.UUID | None
     tags: list[str]
@@ -225,7 +242,7 @@ class ExportedWorkflow(StrictInput):
     nodes: Nodes = Field(default_factory=list)
     edges: Edges = Field(default_factory=list)
     configuration: WorkflowConfiguration = Field(default_factory=WorkflowConfiguration)
-    triggers: Triggers = Field(default_factory=list)
+    triggers: Annotated[list[ExportedTrigger], Field(max_length=50)] = Field(default_factory=list)
     schedule: ScheduleInput | None = None
     tags: Tags = Field(default_factory=list)
     template_category: Category | None = None
@@ -251,10 +268,23 @@ class ExportDocument(CamelModel):
     dependencies: Dependencies
 
 
+class WorkflowImportDocument(StrictInput):
+    """An export document as ``POST /api/workflows/{id}/export`` answers it; ``metadata`` and
+    ``dependencies`` describe the source and are not imported (the agents and tools it names must
+    exist here)."""
+
+    format: Literal["troupe.workflow"]
+    version: Literal["1", 1]
+    workflow: ExportedWorkflow
+    metadata: dict[str, Any] | None = None
+    dependencies: dict[str, Any] | None = None
+
+
 class WorkflowImportRequest(StrictInput):
-    data: Any = Field(description="an export document (format troupe.workflow, version 1)")
+    data: WorkflowImportDocument = Field(description="an export document (format troupe.workflow, version 1)")
     overwrite: bool = Field(False, description="required when the workflow already has nodes")
-    create_dependencies: bool = Field(False, description="not supported: create agents and tools first")
+    create_dependencies: Literal[False] = Field(False, description="true is not supported: create agents and "
+                                                                    "tools first")
 
 
 class WorkflowPage(PageParams):

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Select, cast, func, or_, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,9 +47,6 @@ from troupe.platform.workflows import schemas as s
 from troupe.platform.workflows import triggers as workflow_triggers
 from troupe.security import SecretBox
 from troupe.timeutil import as_utc, iso, utcnow
-
-EXPORT_FORMAT = "troupe.workflow"
-EXPORT_VERSION = "1"
 
 SORTS: dict[str, Any] = {
     "name": models.Workflow.name,
@@ -553,31 +549,11 @@ async def export_workflow(*, session: AsyncSession, user: Principal, workflow_id
     )
 
 
-def _parse_document(data: Any) -> s.ExportedWorkflow:
-    if not isinstance(data, dict):
-        raise invalid("data must be an export document object", field="data", code=ErrorCode.INVALID_FORMAT)
-    if data.get("format") != EXPORT_FORMAT:
-        raise invalid(f"data.format must be {EXPORT_FORMAT!r}", field="data.format", code=ErrorCode.INVALID_FORMAT)
-    if str(data.get("version")) != EXPORT_VERSION:
-        raise invalid(f"data.version {data.get('version')!r} is not supported (expected {EXPORT_VERSION!r})",
-                      field="data.version", code=ErrorCode.INVALID_FORMAT)
-    try:
-        return s.ExportedWorkflow.model_validate(data.get("workflow"))
-    except ValidationError as exc:
-        errors = [{"field": ".".join(["data", "workflow", *(str(p) for p in e["loc"])]), "message": e["msg"],
-                   "type": e["type"]} for e in exc.errors()]
-        first = errors[0]
-        raise invalid(f"{first['field']}: {first['message']}", field=first["field"], details=errors) from exc
-
-
 async def import_workflow(*, session: AsyncSession, user: Principal, workflow_id: uuid.UUID,
                           body: s.WorkflowImportRequest) -> models.Workflow:
     workflow = await get_workflow(session=session, user=user, workflow_id=workflow_id, for_update=True)
     await ensure_write(session=session, user=user, workflow=workflow)
-    if body.create_dependencies:
-        raise invalid("createDependencies is not supported: create or install the agents and tools first",
-                      field="createDependencies")
-    doc = _parse_document(body.data)
+    doc = body.data.workflow
     if workflow.nodes and not body.overwrite:
         raise AppError(ErrorCode.RESOURCE_ALREADY_EXISTS,
                        "The workflow already has a definition; send overwrite: true to replace it")

@@ -86,6 +86,8 @@ async def trigger_docs(*, session: AsyncSession, items: list[s.WorkflowTrigger] 
             secret = config.get("secret")
             if (secret == MASK or (secret is None and keep_unsent_secrets)) and SecretBox.is_sealed(old_secret):
                 config["secret"] = old_secret
+            elif secret is None and keep_unsent_secrets:
+                config.pop("secret", None)  # imported without one: the trigger answers 401 until it is set
             elif not isinstance(secret, str) or secret == MASK or not SECRET_MIN <= len(secret) <= SECRET_MAX:
                 raise invalid(f"a webhook trigger needs configuration.secret ({SECRET_MIN}-{SECRET_MAX} characters)",
                               field=f"{field}.configuration.secret")
@@ -115,12 +117,12 @@ async def trigger_docs(*, session: AsyncSession, items: list[s.WorkflowTrigger] 
     return docs
 
 
-def trigger_out(workflow_id: uuid.UUID, doc: dict[str, Any]) -> s.WorkflowTrigger:
+def trigger_out(workflow_id: uuid.UUID, doc: dict[str, Any]) -> s.WorkflowTriggerOut:
     config = dict(doc.get("configuration") or {})
     if doc.get("type") == "webhook":
         config["secret"] = MASK if SecretBox.is_sealed(config.get("secret")) else None
         config["url"] = webhook_path(workflow_id, str(doc.get("id")))
-    return s.WorkflowTrigger.model_validate({**doc, "configuration": config})
+    return s.WorkflowTriggerOut.model_validate({**doc, "configuration": config})
 
 
 def exported(doc: dict[str, Any]) -> dict[str, Any]:
