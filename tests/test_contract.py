@@ -118,6 +118,10 @@ INEXPRESSIBLE = {
        f"settings.{limit} is capped by the system settings' limits, a runtime value (PUT /api/settings)"
        for route in ("POST /api/companies", "PUT /api/companies/{company_id}")
        for limit in ("maxAgents", "maxTools", "maxConcurrency")},
+    **{(route, "VAL_001", "triggers."):
+       ('"********" keeps a webhook trigger\'s stored secret (refused where none is stored), trigger ids are '
+        "unique within the list, and an event trigger's workflowId names another workflow of this company")
+       for route in ("POST /api/workflows", "PUT /api/workflows/{workflow_id}")},
     ("PUT /api/companies/{company_id}", "VAL_001", "teamMembers"):
         "the owner stays a member and every id must name a user: data, not shape",
     ("POST /api/companies/{company_id}/import", "VAL_001", "data.tools"):

@@ -163,7 +163,8 @@ async def test_isolation(client, user, other_user, admin, user_factory):
     wid = wf["id"]
     routes = [("get", f"/api/workflows/{wid}", None), ("put", f"/api/workflows/{wid}", {"name": "x"}),
               ("post", f"/api/workflows/{wid}/validate", None), ("post", f"/api/workflows/{wid}/export", None),
-              ("post", f"/api/workflows/{wid}/import", {"data": {}}),
+              ("post", f"/api/workflows/{wid}/import",
+               {"data": {"format": "troupe.workflow", "version": "1", "workflow": {"name": "x"}}}),
               ("post", f"/api/workflows/{wid}/schedule", {"cron": "0 * * * *", "timezone": "UTC"})]
     for method, path, payload in routes:
         kwargs = {"json": payload} if payload is not None else {}
