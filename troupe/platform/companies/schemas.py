@@ -253,6 +253,13 @@ class ExportWorkflow(StrictInput):
     tags: list[Tag] = Field(default_factory=list, max_length=20)
 
 
+def _require_unique_agent_ids(agents: list[Any]) -> None:
+    """Workflows refer to a document's agents by these ids, so two must never share one."""
+    ids = [a.id for a in agents]
+    if len(ids) != len(set(ids)):
+        raise ValueError("agent ids must be unique within the document")
+
+
 class CompanyDocument(StrictInput):
     """``POST /companies/:id/export`` output and ``/import`` input: versioned, secrets removed."""
 
@@ -266,9 +273,7 @@ class CompanyDocument(StrictInput):
 
     @model_validator(mode="after")
     def _unique_refs(self) -> CompanyDocument:
-        ids = [a.id for a in self.agents]
-        if len(ids) != len(set(ids)):
-            raise ValueError("agent ids must be unique within the document")
+        _require_unique_agent_ids(self.agents)
         return self
 
 
@@ -339,9 +344,7 @@ class SpecCompanyDocument(StrictInput):
 
     @model_validator(mode="after")
     def _unique_refs(self) -> SpecCompanyDocument:
-        ids = [a.id for a in self.agents]
-        if len(ids) != len(set(ids)):
-            raise ValueError("agent ids must be unique within the document")
+        _require_unique_agent_ids(self.agents)
         return self
 
 
