@@ -118,7 +118,9 @@ def _name(proc: psutil.Process) -> str:
 def _start_node(name: str, env: dict[str, str], *, head: tuple[int, int] | None, address: str | None,
                 resources: dict[str, float], work: Path) -> RayNode:
     temp_dir = Path(tempfile.mkdtemp(prefix=f"trp{name[0]}", dir="/tmp"))  # short: unix socket paths
-    args = [str(BIN / "ray"), "start", "--block", "--num-cpus=2", f"--resources={json.dumps(resources)}",
+    # Four logical CPUs per node: Serve's two API replicas take one each, and when both land on
+    # one node, two must still be free there for node tasks (SPREAD only uses nodes with room).
+    args = [str(BIN / "ray"), "start", "--block", "--num-cpus=4", f"--resources={json.dumps(resources)}",
             f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1",
             f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
             f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
